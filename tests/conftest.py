@@ -1,0 +1,38 @@
+"""Shared fixtures: every RNG seeded, layouts of the official checkpoints, tiny media made with ffmpeg."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+LAYOUT_DIR = Path(__file__).parent / "data" / "checkpoint_layouts"
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+def load_layout(name: str) -> dict[str, dict]:
+    """``{param name: {"shape": [...], "dtype": "float32"}}`` of an official checkpoint."""
+    return json.loads((LAYOUT_DIR / f"{name}.json").read_text())
+
+
+def seeded_state_dict(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> dict:
+    """The module's state dict refilled with seeded random values (buffers that count stay as they are)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in module.state_dict().items():
+        if value.dtype.is_floating_point:
+            out[key] = (torch.randn(value.shape, generator=gen) * scale).to(value.dtype)
+        else:
+            out[key] = value.clone()
+    return out
