@@ -31,7 +31,9 @@ def seeded_state_dict(module: torch.nn.Module, seed: int = 0, scale: float = 0.0
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for key, value in module.state_dict().items():
-        if value.dtype.is_floating_point:
+        if key.endswith("running_var"):
+            out[key] = (torch.rand(value.shape, generator=gen) + 0.5).to(value.dtype)
+        elif value.dtype.is_floating_point:
             out[key] = (torch.randn(value.shape, generator=gen) * scale).to(value.dtype)
         else:
             out[key] = value.clone()
