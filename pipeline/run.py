@@ -1,0 +1,172 @@
+"""One render, start to finish: ``run_pipeline(config) -> RunSummary``.
+
+1. Check the inputs and that every needed checkpoint is present (before any heavy work).
+2. Speech: synthesise the script or decode the given audio (16 kHz mono); mel windows.
+3. First pass over the video: detect and track the face in every frame that will be shown.
+4. Second pass: stream frames in output order through lip-sync and restoration into the encoder.
+5. Rename the finished file onto the output path and report what was written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import timeline
+from pipeline.config import PipelineConfig
+from pipeline.faces import FaceTrack
+from pipeline.frames import iter_input_frames, iter_output_frames
+from pipeline.inputs import RenderInputs, check_inputs
+from pipeline.media import FrameSize, VideoWriter, read_first_frame
+from pipeline.models import Models, load_models, resolve_weights
+from pipeline.speech import SpeechTrack, prepare_speech
+from pipeline.types import FrameBatch
+
+
+@dataclass
+class StageTimes:
+    """Wall-clock seconds spent in each stage (blocking time of the decoder and encoder included)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def timed(self, stage: str, iterator: Iterator) -> Iterator:
+        """Wrap ``iterator`` so the time spent producing each item counts toward ``stage``."""
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                self.add(stage, time.perf_counter() - start)
+                return
+            self.add(stage, time.perf_counter() - start)
+            yield item
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    output: Path
+    duration_s: float
+    frames: int
+    width: int
+    height: int
+    frames_without_face: int
+    stage_seconds: dict[str, float]
+    total_seconds: float
+    audio_saved: Path | None = None
+
+    def format(self) -> str:
+        stages = ", ".join(f"{name} {secs:.1f}s" for name, secs in self.stage_seconds.items())
+        lines = [
+            f"wrote {self.output} ({self.duration_s:.2f} s, {self.frames} frames at 25 fps, {self.width}x{self.height})",
+            f"frames without a face (passed through unchanged): {self.frames_without_face}",
+            f"time: {self.total_seconds:.1f}s total; {stages}",
+        ]
+        if self.audio_saved:
+            lines.insert(1, f"speech saved to {self.audio_saved}")
+        return "\n".join(lines)
+
+
+def run_pipeline(config: PipelineConfig) -> RunSummary:
+    started = time.perf_counter()
+    times = StageTimes()
+    # 1. Check inputs and weights before any heavy work.
+    inputs = check_inputs(config)
+    weights = resolve_weights(config)
+    # 2. Speech and its mel windows.
+    t0 = time.perf_counter()
+    speech = prepare_speech(config, inputs)
+    times.add("speech", time.perf_counter() - t0)
+    # 3. Models, then the face track over the frames that will be shown.
+    t0 = time.perf_counter()
+    models = load_models(config, weights, inputs.device)
+    times.add("load models", time.perf_counter() - t0)
+    first = read_first_frame(inputs.video, config.output.fps)
+    size = FrameSize(first.shape[1], first.shape[0])
+    track = _track(config, inputs, models, size, speech.frame_count, first, times)
+    # 4. Stream the render.
+    indices = timeline.source_indices(len(track.faces), speech.frame_count)
+    out_size = models.output_size(size)
+    _render(config, inputs, models, speech, track, indices, size, out_size, first, times)
+    return RunSummary(
+        output=inputs.output,
+        duration_s=speech.frame_count / config.output.fps,
+        frames=speech.frame_count,
+        width=out_size.width,
+        height=out_size.height,
+        frames_without_face=int(sum(track.faces[i] is None for i in indices)),
+        stage_seconds=dict(times.seconds),
+        total_seconds=time.perf_counter() - started,
+        audio_saved=speech.saved_to,
+    )
+
+
+def _track(
+    config: PipelineConfig,
+    inputs: RenderInputs,
+    models: Models,
+    size: FrameSize,
+    n_output: int,
+    first: np.ndarray,
+    times: StageTimes,
+) -> FaceTrack:
+    """Detect (or take ``--box``) over the input frames that the output will show."""
+    fps = config.output.fps
+    batches = (
+        iter([first[None]])
+        if inputs.is_still
+        else iter_input_frames(inputs.video, size, fps, config.detect.batch_size, n_output)
+    )
+    decode_before, start = times.seconds.get("decode", 0.0), time.perf_counter()
+    track = models.track_faces(times.timed("decode", batches), size, progress=not config.quiet)
+    decode_spent = times.seconds.get("decode", 0.0) - decode_before
+    times.add("detect", time.perf_counter() - start - decode_spent)
+    return track
+
+
+def _render(
+    config: PipelineConfig,
+    inputs: RenderInputs,
+    models: Models,
+    speech: SpeechTrack,
+    track: FaceTrack,
+    indices: np.ndarray,
+    size: FrameSize,
+    out_size: FrameSize,
+    first: np.ndarray,
+    times: StageTimes,
+) -> None:
+    fps, batch = config.output.fps, config.frame_batch
+    still = first if inputs.is_still else None
+    frames = times.timed("decode", iter_output_frames(inputs.video, size, fps, indices, batch, still))
+    bar = tqdm(total=len(indices), desc="render", unit="frame", disable=config.quiet)
+    out = config.output
+    with VideoWriter(inputs.output, out_size, fps, out.crf, out.preset, speech.audio) as writer:
+        start = 0
+        for chunk in frames:
+            span = indices[start : start + len(chunk)]
+            item = FrameBatch(
+                start, chunk, tuple(track.faces[i] for i in span), speech.mel_windows(start, len(chunk))
+            )
+            item = models.process(item, times)
+            t0 = time.perf_counter()
+            writer.write(item.frames)
+            times.add("encode", time.perf_counter() - t0)
+            start += len(chunk)
+            bar.update(len(chunk))
+        t0 = time.perf_counter()
+        writer.commit()
+        times.add("encode", time.perf_counter() - t0)
+    bar.close()
+
+
+def with_output(config: PipelineConfig, path: str) -> PipelineConfig:
+    """``config`` with another output path (used by tests and benchmarks)."""
+    return replace(config, output=replace(config.output, path=path))
