@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from pipeline import timeline
+from pipeline.frames import rebatch
+
+
+def test_output_frame_count_rounds_to_nearest_frame():
+    assert timeline.output_frame_count(2.0, 25) == 50
+    assert timeline.output_frame_count(2.019, 25) == 50
+    assert timeline.output_frame_count(2.021, 25) == 51
+    assert timeline.output_frame_count(0.01, 25) == 1
+
+
+def test_ping_pong_indices_have_no_jump():
+    idx = timeline.source_indices(4, 12)
+    assert idx.tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1]
+    assert np.abs(np.diff(idx)).max() == 1
+
+
+def test_longer_video_is_cut_and_still_repeats():
+    assert timeline.source_indices(100, 5).tolist() == [0, 1, 2, 3, 4]
+    assert timeline.source_indices(1, 3).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError):
+        timeline.source_indices(0, 3)
+
+
+def test_runs_and_backward_chunks():
+    idx = timeline.source_indices(5, 12)  # 0 1 2 3 4 3 2 1 0 1 2 3
+    runs = list(timeline.runs(idx))
+    assert runs == [timeline.Run(0, 4), timeline.Run(3, 0), timeline.Run(1, 3)]
+    assert sum(len(r) for r in runs) == 12
+    chunks = list(timeline.backward_chunks(timeline.Run(9, 0), 4))
+    assert chunks == [(6, 10), (2, 6), (0, 2)]
+    played = [i for start, stop in chunks for i in reversed(range(start, stop))]
+    assert played == list(range(9, -1, -1))
+
+
+def test_rebatch_keeps_order_and_sizes():
+    parts = [np.arange(n0, n1)[:, None] for n0, n1 in [(0, 3), (3, 10), (10, 11), (11, 20)]]
+    out = list(rebatch(iter(parts), 4))
+    assert [len(b) for b in out] == [4, 4, 4, 4, 4]
+    assert np.concatenate(out)[:, 0].tolist() == list(range(20))
