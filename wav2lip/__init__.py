@@ -1,0 +1,21 @@
+"""Wav2Lip: networks, audio features, checkpoint loading and frame-level inference.
+
+``from wav2lip import load_generator`` loads ``wav2lip.pth`` / ``wav2lip_gan.pth``; the lip-sync stage
+of the pipeline is :class:`wav2lip.inference.LipSyncer`.
+"""
+
+from wav2lip.loading import (
+    describe_checkpoint,
+    identify_checkpoint,
+    load_discriminator,
+    load_generator,
+    load_syncnet,
+)
+
+__all__ = [
+    "describe_checkpoint",
+    "identify_checkpoint",
+    "load_discriminator",
+    "load_generator",
+    "load_syncnet",
+]
