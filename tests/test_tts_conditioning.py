@@ -7,6 +7,7 @@ import pytest
 
 from tts.conditioning import (
     PIECE_EDGE_S,
+    fit_edge_silence,
     frame_rms,
     join_with_pauses,
     pcm16_to_float,
@@ -20,8 +21,9 @@ from tts.conditioning import (
 
 
 def tone(freq_hz: float, duration_s: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
+    """A cosine burst: its first and last samples are far from zero, so its bounds are sample exact."""
     t = np.arange(round(duration_s * rate)) / rate
-    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+    return (amplitude * np.cos(2 * np.pi * freq_hz * t)).astype(np.float32)
 
 
 def dominant_hz(samples: np.ndarray, rate: int) -> float:
@@ -99,6 +101,17 @@ def test_trim_edge_silence_keeps_at_most_the_limit():
     short = np.concatenate([silence(0.05, rate), tone(300.0, 0.5, rate)])
     assert len(trim_edge_silence(short, rate, 0.2)) == len(short)  # never adds silence
     assert trim_edge_silence(silence(1.0, rate), rate, 0.2).size == 0
+
+
+def test_fit_edge_silence_cuts_or_pads_to_exactly_the_edge():
+    rate = 16000
+    body = tone(300.0, 0.3, rate)
+    for lead_s, tail_s in [(0.0, 0.0), (0.5, 0.01), (0.005, 1.0)]:
+        x = np.concatenate([silence(lead_s, rate), body, silence(tail_s, rate)])
+        out = fit_edge_silence(x, rate, 0.02)
+        assert len(out) == len(body) + 640
+        assert np.array_equal(out[320:-320], body)
+    assert fit_edge_silence(silence(0.5, rate), rate, 0.02).size == 0
 
 
 def test_join_with_pauses_places_exact_gaps():

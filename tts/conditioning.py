@@ -63,7 +63,8 @@ def voiced_bounds(samples: np.ndarray, sample_rate_hz: int) -> tuple[int, int] |
     """``(start, end)`` sample indices spanning every non-silent frame, or None for an all-silent clip.
 
     A frame is silent when its RMS is :data:`SILENCE_BELOW_PEAK_DB` below the loudest frame or under
-    :data:`SILENCE_FLOOR`.
+    :data:`SILENCE_FLOOR`. Within the first and last loud frames the bounds are refined to the first
+    and last sample whose magnitude reaches that threshold.
     """
     if len(samples) == 0:
         return None
@@ -73,7 +74,11 @@ def voiced_bounds(samples: np.ndarray, sample_rate_hz: int) -> tuple[int, int] |
     if loud.size == 0:
         return None
     frame = max(1, round(FRAME_S * sample_rate_hz))
-    return int(loud[0]) * frame, min(len(samples), (int(loud[-1]) + 1) * frame)
+    first = np.abs(samples[loud[0] * frame : (loud[0] + 1) * frame]) >= threshold
+    last = np.abs(samples[loud[-1] * frame : (loud[-1] + 1) * frame]) >= threshold
+    start = int(loud[0]) * frame + (int(np.argmax(first)) if first.any() else 0)
+    end = int(loud[-1]) * frame + (len(last) - int(np.argmax(last[::-1])) if last.any() else len(last))
+    return start, min(len(samples), end)
 
 
 def trim_edge_silence(samples: np.ndarray, sample_rate_hz: int, max_edge_s: float) -> np.ndarray:
@@ -86,6 +91,21 @@ def trim_edge_silence(samples: np.ndarray, sample_rate_hz: int, max_edge_s: floa
     return np.asarray(samples[start:end], dtype=np.float32).copy()
 
 
+def fit_edge_silence(samples: np.ndarray, sample_rate_hz: int, edge_s: float) -> np.ndarray:
+    """Exactly ``edge_s`` seconds of silence before the first and after the last non-silent frame.
+
+    Longer edges are cut, shorter ones padded with zeros; all-silent input -> empty array.
+    """
+    bounds = voiced_bounds(samples, sample_rate_hz)
+    if bounds is None:
+        return np.zeros(0, dtype=np.float32)
+    keep = round(max(0.0, edge_s) * sample_rate_hz)
+    start, end = max(0, bounds[0] - keep), min(len(samples), bounds[1] + keep)
+    lead, tail = keep - (bounds[0] - start), keep - (end - bounds[1])
+    body = np.asarray(samples[start:end], dtype=np.float32)
+    return np.concatenate([np.zeros(lead, np.float32), body, np.zeros(tail, np.float32)])
+
+
 def silence(duration_s: float, sample_rate_hz: int) -> np.ndarray:
     """``float32`` zeros lasting ``duration_s`` seconds (rounded to whole samples, never negative)."""
     return np.zeros(max(0, round(duration_s * sample_rate_hz)), dtype=np.float32)
@@ -94,8 +114,8 @@ def silence(duration_s: float, sample_rate_hz: int) -> np.ndarray:
 def join_with_pauses(pieces: list[np.ndarray], pauses_s: list[float], sample_rate_hz: int) -> np.ndarray:
     """Concatenate ``pieces`` with ``pauses_s[i]`` seconds of silence after piece ``i``.
 
-    Each piece is expected to carry :data:`PIECE_EDGE_S` of silence at its edges (see
-    :func:`trim_edge_silence`), so the inserted silence is shortened by twice that: the silent gap
+    Each piece is expected to carry exactly :data:`PIECE_EDGE_S` of silence at its edges (see
+    :func:`fit_edge_silence`), so the inserted silence is shortened by twice that: the silent gap
     between the speech of two pieces is then ``pauses_s[i]`` (never shorter than the two edges).
     """
     if len(pieces) != len(pauses_s):
