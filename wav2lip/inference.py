@@ -1,0 +1,234 @@
+"""Wav2Lip on video frames: crop each face, generate its mouth for the frame's mel window, paste it back.
+
+The steps follow the official ``inference.py``: the face box (already padded by the tracker) is cut
+from the BGR frame and resized to 96x96 with OpenCV's default bilinear filter; the generator sees the
+crop with its lower half zeroed plus the crop itself; its output is scaled to uint8, resized back to the
+box with the same filter and written into the frame. ``paste="hard"`` writes the whole box like the
+official code; ``paste="feather"`` blends with a mask that is 1 over the lower face and ramps to 0 over
+``feather_px`` (96-pixel units) toward the box sides, the bottom edge and above the mouth line, so no
+box edge shows. Pixels outside the box are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import Wav2LipConfig
+from pipeline.errors import AudioError, ConfigError, NoFaceError
+from pipeline.types import FaceBox, FrameBatch
+from wav2lip.audio import MEL_STEP_SIZE, N_MELS
+from wav2lip.faces import FACE_SIZE, MASK_START_ROW, postprocess_faces, prepare_face_inputs
+
+__all__ = [
+    "LipSyncer",
+    "crop_face",
+    "feather_mask",
+    "forward_generator",
+    "lipsync_frames",
+    "paste_face",
+    "postprocess_faces",
+    "prepare_face_inputs",
+    "prepare_mel_inputs",
+    "resolve_batch_size",
+]
+
+DEFAULT_BATCH_SIZE_CUDA = 128  # faces per generator forward on a GPU (the official default)
+DEFAULT_BATCH_SIZE_CPU = 16  # faces per generator forward on the CPU
+PASTE_MODES = ("feather", "hard")
+
+
+def resolve_batch_size(batch_size: int | None, device: str | torch.device) -> int:
+    """``batch_size`` when given, else 128 on CUDA and 16 elsewhere."""
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ConfigError(f"wav2lip.batch_size must be at least 1, got {batch_size}")
+        return batch_size
+    return DEFAULT_BATCH_SIZE_CUDA if torch.device(device).type == "cuda" else DEFAULT_BATCH_SIZE_CPU
+
+
+def clip_box(box: FaceBox, frame_shape: tuple[int, ...], frame_index: int = 0) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of ``box`` clipped to the frame; raises if nothing is left."""
+    height, width = frame_shape[:2]
+    top, bottom = max(0, int(box.top)), min(height, int(box.bottom))
+    left, right = max(0, int(box.left)), min(width, int(box.right))
+    if bottom <= top or right <= left:
+        raise NoFaceError(
+            f"face box {box.as_tuple()} of frame {frame_index} is empty inside the {width}x{height} frame",
+            frame_index=frame_index,
+        )
+    return top, bottom, left, right
+
+
+def crop_face(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``frame (H, W, 3) uint8`` cut to ``box (top, bottom, left, right)`` -> ``(96, 96, 3) uint8``.
+
+    Resized with ``cv2.resize``'s default bilinear filter, as the official inference does.
+    """
+    top, bottom, left, right = box
+    return cv2.resize(frame[top:bottom, left:right], (FACE_SIZE, FACE_SIZE))
+
+
+def prepare_mel_inputs(mels: np.ndarray) -> np.ndarray:
+    """``(N, 80, 16)`` mel windows in [-4, 4] -> ``(N, 1, 80, 16) float32`` generator audio input."""
+    mels = np.asarray(mels, dtype=np.float32)
+    if mels.ndim != 3 or mels.shape[1:] != (N_MELS, MEL_STEP_SIZE):
+        raise AudioError(f"mel windows must be (N, {N_MELS}, {MEL_STEP_SIZE}), got {mels.shape}")
+    if not np.isfinite(mels).all():
+        raise AudioError("mel windows contain NaN or infinite values; recompute them from finite audio")
+    return mels[:, None]
+
+
+def forward_generator(
+    model: nn.Module,
+    face_inputs: np.ndarray,
+    mel_inputs: np.ndarray,
+    batch_size: int,
+    device: str | torch.device,
+) -> np.ndarray:
+    """Run ``model`` (eval mode) over ``(N, 6, 96, 96)`` faces and ``(N, 1, 80, 16)`` mels in batches.
+
+    Returns ``(N, 3, 96, 96) float32`` BGR in [0, 1]. On CUDA the forward runs under float16 autocast.
+    Each face is computed independently, so the result does not depend on ``batch_size``.
+    """
+    device = torch.device(device)
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(face_inputs), batch_size):
+            faces = torch.from_numpy(face_inputs[start : start + batch_size]).to(device)
+            mels = torch.from_numpy(mel_inputs[start : start + batch_size]).to(device)
+            with _autocast(device):
+                pred = model(mels, faces)
+            outputs.append(pred.float().cpu().numpy())
+    if not outputs:
+        return np.zeros((0, 3, FACE_SIZE, FACE_SIZE), np.float32)
+    return np.concatenate(outputs)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def feather_mask(height: int, width: int, feather_px: float) -> np.ndarray:
+    """Blend weights ``(height, width) float32`` in [0, 1] for a generated face pasted into a box.
+
+    Measured in 96x96 face units at each pixel centre: 1 from the mouth line (row 48) down, ramping
+    linearly to 0 over ``feather_px`` toward the left, right and bottom box edges and upward to row
+    ``48 - feather_px``. ``feather_px == 0`` gives a hard lower-half mask.
+    """
+    if feather_px < 0:
+        raise ConfigError(f"wav2lip.feather_px must be >= 0, got {feather_px}")
+    rows = (np.arange(height, dtype=np.float64) + 0.5) * (FACE_SIZE / height)
+    cols = (np.arange(width, dtype=np.float64) + 0.5) * (FACE_SIZE / width)
+    if feather_px == 0:
+        return np.repeat((rows >= MASK_START_ROW)[:, None], width, axis=1).astype(np.float32)
+    top = np.clip((rows - (MASK_START_ROW - feather_px)) / feather_px, 0.0, 1.0)
+    bottom = np.clip((FACE_SIZE - rows) / feather_px, 0.0, 1.0)
+    sides = np.clip(np.minimum(cols, FACE_SIZE - cols) / feather_px, 0.0, 1.0)
+    return np.minimum(np.minimum(top, bottom)[:, None], sides[None, :]).astype(np.float32)
+
+
+def paste_face(
+    frame: np.ndarray, face: np.ndarray, box: tuple[int, int, int, int], paste: str, feather_px: float
+) -> None:
+    """Write generated ``face (96, 96, 3) uint8`` into ``frame`` at ``box`` in place.
+
+    The face is resized to the box with ``cv2.resize``'s default bilinear filter. ``"hard"`` replaces
+    the box; ``"feather"`` blends with :func:`feather_mask` and rounds to uint8. Only pixels inside
+    the box can change.
+    """
+    top, bottom, left, right = box
+    resized = cv2.resize(face, (right - left, bottom - top))
+    if paste == "hard":
+        frame[top:bottom, left:right] = resized
+        return
+    if paste != "feather":
+        raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
+    weight = feather_mask(bottom - top, right - left, feather_px)[:, :, None]
+    region = frame[top:bottom, left:right].astype(np.float32)
+    blended = region + (resized.astype(np.float32) - region) * weight
+    frame[top:bottom, left:right] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def lipsync_frames(
+    model: nn.Module,
+    frames: np.ndarray,
+    boxes: Sequence[FaceBox | None],
+    mels: np.ndarray,
+    batch_size: int,
+    device: str | torch.device,
+    paste: str = "feather",
+    feather_px: float = 6,
+    *,
+    first_index: int = 0,
+) -> np.ndarray:
+    """Lip-sync each frame's face to its mel window; frames without a face pass through unchanged.
+
+    ``frames (N, H, W, 3) uint8`` BGR, ``boxes[i]`` the padded face box of frame i or ``None``,
+    ``mels (N, 80, 16) float32``. Returns new ``(N, H, W, 3) uint8`` frames; the input is not modified.
+    ``first_index`` (the video index of ``frames[0]``) only labels errors.
+    """
+    # 1. Check inputs
+    if not (len(frames) == len(boxes) == len(mels)):
+        raise ValueError(f"got {len(frames)} frames, {len(boxes)} boxes and {len(mels)} mel windows")
+    if paste not in PASTE_MODES:
+        raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
+    output = np.array(frames, dtype=np.uint8, copy=True)
+    with_face = [i for i, box in enumerate(boxes) if box is not None]
+    if not with_face:
+        return output
+    # 2. Crop and prepare
+    clipped = {i: clip_box(boxes[i], frames[i].shape, first_index + i) for i in with_face}
+    crops = np.stack([crop_face(frames[i], clipped[i]) for i in with_face])
+    mel_inputs = prepare_mel_inputs(np.asarray(mels)[with_face])
+    # 3. Generate
+    pred = forward_generator(model, prepare_face_inputs(crops), mel_inputs, batch_size, device)
+    # 4. Paste back
+    for face, i in zip(postprocess_faces(pred), with_face):
+        paste_face(output[i], face, clipped[i], paste, feather_px)
+    return output
+
+
+class LipSyncer:
+    """The lip-sync stage: ``FrameBatch`` in, ``FrameBatch`` with generated mouths out.
+
+    ``model`` is a loaded :class:`~wav2lip.models.Wav2Lip` (put into eval mode here), ``cfg`` the
+    ``wav2lip`` config section, ``device`` where the model lives.
+    """
+
+    def __init__(self, model: nn.Module, cfg: Wav2LipConfig, device: str | torch.device = "cpu") -> None:
+        if cfg.paste not in PASTE_MODES:
+            raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {cfg.paste!r}")
+        if cfg.feather_px < 0:
+            raise ConfigError(f"wav2lip.feather_px must be >= 0, got {cfg.feather_px}")
+        self.model = model.eval()
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.batch_size = resolve_batch_size(cfg.batch_size, self.device)
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        """Lip-sync one batch (see :func:`lipsync_frames`); returns a new batch, same faces and mel."""
+        frames = lipsync_frames(
+            self.model,
+            batch.frames,
+            batch.faces,
+            batch.mel,
+            self.batch_size,
+            self.device,
+            self.cfg.paste,
+            self.cfg.feather_px,
+            first_index=batch.start_index,
+        )
+        return batch.with_frames(frames)
+
+    def __call__(self, batches: Iterable[FrameBatch]) -> Iterator[FrameBatch]:
+        """Process a stream of batches lazily."""
+        for batch in batches:
+            yield self.process(batch)
