@@ -188,6 +188,8 @@ def test_input_checks(generator):
     frames, mels = _frames(2), _mels(2)
     with pytest.raises(ValueError, match="2 frames, 1 boxes"):
         lipsync_frames(generator, frames, [BOX], mels, 4, "cpu")
+    with pytest.raises(ValueError, match="uint8"):
+        lipsync_frames(generator, frames.astype(np.float32), [BOX, BOX], mels, 4, "cpu")
     with pytest.raises(ConfigError, match="paste"):
         lipsync_frames(generator, frames, [BOX, BOX], mels, 4, "cpu", paste="soft")
     outside = FaceBox(top=200, bottom=260, left=10, right=60)

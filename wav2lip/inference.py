@@ -180,7 +180,9 @@ def lipsync_frames(
         raise ValueError(f"got {len(frames)} frames, {len(boxes)} boxes and {len(mels)} mel windows")
     if paste not in PASTE_MODES:
         raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
-    output = np.array(frames, dtype=np.uint8, copy=True)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (N, H, W, 3) uint8 BGR, got {frames.shape} {frames.dtype}")
+    output = frames.copy()
     with_face = [i for i, box in enumerate(boxes) if box is not None]
     if not with_face:
         return output
