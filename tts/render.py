@@ -43,20 +43,25 @@ def render(speaker: Speaker, pieces: list[Piece], cfg: TTSConfig, progress: bool
     """Speak ``pieces`` in order and join them into float32 mono speech at 16000 Hz.
 
     Each piece is resampled to 16 kHz and given :data:`PIECE_EDGE_S` of edge silence; piece ``i`` is
-    followed by a silent gap of ``pieces[i].pause_after_s`` seconds. The whole is peak-normalised to
+    followed by a silent gap of ``pieces[i].pause_after_s`` seconds (a piece that came out silent is
+    dropped with a warning, the longer of its and the previous pause kept). The whole is peak-normalised to
     0.95 and its leading/trailing silence cut to at most ``cfg.max_edge_silence_s``. Raises AudioError
     when the engine produced no audible speech at all.
     """
-    parts = []
+    parts: list[np.ndarray] = []
+    pauses: list[float] = []
     for index, piece in enumerate(tqdm(pieces, desc="speech", unit="piece", disable=not progress)):
-        clip = _speak(speaker, piece.text, index)
-        part = condition_piece(clip)
-        if part.size == 0:
+        part = condition_piece(_speak(speaker, piece.text, index))
+        if part.size:
+            parts.append(part)
+            pauses.append(piece.pause_after_s)
+        else:  # nothing audible: dropped, its pause merged into the one before
             warnings.warn(
                 f"sentence {index + 1} ({piece.text[:40]!r}) produced no audible speech", stacklevel=2
             )
-        parts.append(part)
-    joined = join_with_pauses(parts, [p.pause_after_s for p in pieces], OUTPUT_SAMPLE_RATE_HZ)
+            if pauses:
+                pauses[-1] = max(pauses[-1], piece.pause_after_s)
+    joined = join_with_pauses(parts, pauses, OUTPUT_SAMPLE_RATE_HZ)
     if voiced_bounds(joined, OUTPUT_SAMPLE_RATE_HZ) is None:
         raise AudioError("the speech engine produced only silence for the script; check the text and voice")
     speech = trim_edge_silence(peak_normalize(joined), OUTPUT_SAMPLE_RATE_HZ, cfg.max_edge_silence_s)
