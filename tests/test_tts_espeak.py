@@ -72,6 +72,23 @@ def test_concurrent_synthesis_keeps_each_callers_settings():
     assert all(abs(n - fast) < 0.02 * fast for n in lengths[300])
 
 
+def test_interrupt_inside_the_synth_callback_propagates_and_the_library_recovers(monkeypatch):
+    library = espeak.shared_library()
+    real_as_array = np.ctypeslib.as_array
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np.ctypeslib, "as_array", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        library.synthesize(LONG, "en-us", 165)
+    assert len(calls) == 1  # synthesis was aborted at the first block
+    monkeypatch.setattr(np.ctypeslib, "as_array", real_as_array)
+    assert library.synthesize(SHORT, "en-us", 165).size > 0.5 * 22050
+
+
 @pytest.mark.parametrize(
     ("voice", "text"),
     [

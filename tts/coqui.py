@@ -85,8 +85,8 @@ def load_coqui(
 ) -> CoquiSpeaker | XttsCloneSpeaker:
     """A speaker for ``cfg``'s Coqui model. ``api_class`` replaces ``TTS.api.TTS`` (tests inject fakes)."""
     check_coqui_request(cfg, reference_audio)
+    reference = _reference(cfg, reference_audio)  # decoded before the heavy model load
     api = build_api(api_class or import_coqui_api(), cfg, device)
-    reference = _reference(cfg, reference_audio)
     check_language(api, cfg.language)
     if reference is not None and is_xtts(api):
         return XttsCloneSpeaker(api, cfg.language, reference)

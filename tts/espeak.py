@@ -36,7 +36,7 @@ class _Backend(Protocol):
 
 
 def shared_library() -> EspeakLibrary:
-    """The process-wide espeak-ng library of ``espeakng-loader`` (loaded once); raises OSError/ImportError."""
+    """The process-wide espeak-ng library of ``espeakng-loader`` (loaded once); OSError when unusable."""
     with _LOAD_LOCK:
         if "library" not in _LOADED and "error" not in _LOADED:
             try:

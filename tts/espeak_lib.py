@@ -82,6 +82,7 @@ class EspeakLibrary:
         self._lib = lib
         self._lock = threading.Lock()
         self._blocks: list[np.ndarray] = []
+        self._raised: BaseException | None = None
         self._callback = _CALLBACK(self._collect)  # kept referenced: the library calls it later
         lib.espeak_SetSynthCallback(self._callback)
 
@@ -101,9 +102,14 @@ class EspeakLibrary:
         return cls(lib, int(rate))
 
     def _collect(self, wav, count: int, _events) -> int:
-        if wav and count > 0:
-            self._blocks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
-        return 0  # 0 = continue synthesis
+        """The synth callback: keep a block of samples; 0 = go on, 1 = abort synthesis."""
+        try:
+            if wav and count > 0:
+                self._blocks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            return 0
+        except BaseException as exc:  # ctypes would print and drop it (even Ctrl-C): re-raised after Synth
+            self._raised = exc
+            return 1
 
     def voices(self) -> list[VoiceInfo]:
         """Every installed voice, in the library's order."""
@@ -143,11 +149,13 @@ class EspeakLibrary:
             if not self._select(voice):
                 raise LipSyncError(f"espeak-ng could not select voice {voice!r}")
             self._lib.espeak_SetParameter(PARAM_RATE, int(rate_wpm), 0)
-            self._blocks = []
+            self._blocks, self._raised = [], None
             status = self._lib.espeak_Synth(
                 encoded, len(encoded) + 1, 0, POS_CHARACTER, 0, CHARS_UTF8, None, None
             )
-            blocks, self._blocks = self._blocks, []
+            blocks, self._blocks, raised, self._raised = self._blocks, [], self._raised, None
+        if raised is not None:
+            raise raised
         if status != EE_OK:
             raise LipSyncError(f"espeak-ng failed (espeak_Synth error {status}) on {text[:40]!r}")
         return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int16)
