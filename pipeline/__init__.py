@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def run(config: "PipelineConfig") -> Any:
-    """Render the video described by ``config``; returns a :class:`pipeline.run.RunSummary`."""
-    from pipeline.run import run_pipeline
+    """Render the video described by ``config``; returns a :class:`pipeline.render.RunSummary`."""
+    from pipeline.render import run_pipeline
 
     return run_pipeline(config)

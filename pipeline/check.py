@@ -9,7 +9,12 @@ from pipeline.errors import LipSyncError
 def environment_report(config: PipelineConfig) -> tuple[str, bool]:
     """A human-readable report and whether a default render can run here."""
     lines, ok = [], True
-    for label, probe in (("ffmpeg", _ffmpeg), ("torch", _torch), ("tts espeak", _espeak), ("tts coqui", _coqui)):
+    for label, probe in (
+        ("ffmpeg", _ffmpeg),
+        ("torch", _torch),
+        ("tts espeak", _espeak),
+        ("tts coqui", _coqui),
+    ):
         try:
             lines.append(f"{label:<12} {probe()}")
         except LipSyncError as exc:

@@ -46,7 +46,9 @@ def _add_io_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--text-string", metavar="TEXT", help="the script itself, instead of --text FILE")
     group.add_argument("--audio", metavar="FILE", help="speech recording to lip-sync to (skips TTS)")
     group.add_argument("--video", metavar="FILE", help="face video (any format ffmpeg reads) or photo")
-    group.add_argument("-o", "--output", metavar="FILE", help="output video (default results/<video>_lipsync.mp4)")
+    group.add_argument(
+        "-o", "--output", metavar="FILE", help="output video (default results/<video>_lipsync.mp4)"
+    )
     group.add_argument("--crf", type=int, help="H.264 quality, lower is better (default 18)")
     group.add_argument("--save-audio", metavar="FILE.wav", help="also keep the speech as a WAV file")
 
@@ -62,42 +64,75 @@ def _add_speech_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--language", help="language of a multilingual Coqui model")
     group.add_argument("--voice-sample", metavar="FILE", help="a few seconds of a voice to clone (XTTS-v2)")
     group.add_argument(
-        "--clone-voice-from-video", action="store_true", default=None, help="clone the voice of the video's audio"
+        "--clone-voice-from-video",
+        action="store_true",
+        default=None,
+        help="clone the voice of the video's audio",
     )
 
 
 def _add_face_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--detector", choices=["retinaface_resnet50", "retinaface_mobile0.25"], help="face detector")
-    group.add_argument("--detector-checkpoint", metavar="FILE", help="detector weights elsewhere than weights/")
     group.add_argument(
-        "--box", type=int, nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="fixed face box: skip detection"
+        "--detector", choices=["retinaface_resnet50", "retinaface_mobile0.25"], help="face detector"
     )
     group.add_argument(
-        "--pads", type=int, nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="pad the face box (default 0 10 0 0)"
+        "--detector-checkpoint", metavar="FILE", help="detector weights elsewhere than weights/"
     )
-    group.add_argument("--nosmooth", action="store_true", default=None, help="do not smooth boxes over 5 frames")
-    group.add_argument("--face", help="which face when several: largest (default), center, or N (0 = leftmost)")
+    group.add_argument(
+        "--box",
+        type=int,
+        nargs=4,
+        metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+        help="fixed face box: skip detection",
+    )
+    group.add_argument(
+        "--pads",
+        type=int,
+        nargs=4,
+        metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+        help="pad the face box (default 0 10 0 0)",
+    )
+    group.add_argument(
+        "--nosmooth", action="store_true", default=None, help="do not smooth boxes over 5 frames"
+    )
+    group.add_argument(
+        "--face", help="which face when several: largest (default), center, or N (0 = leftmost)"
+    )
 
 
 def _add_model_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--wav2lip-checkpoint", metavar="FILE", help="Wav2Lip generator (default weights/wav2lip_gan.pth)")
-    group.add_argument("--paste", choices=["feather", "hard"], help="mouth paste-back (default feather: no seam)")
-    group.add_argument("--batch-size", type=int, help="lip-sync batch size (default 128 on CUDA, 16 on CPU)")
-    group.add_argument("--restorer", choices=["gfpgan", "codeformer", "none"], help="face restoration (default gfpgan)")
-    group.add_argument("--restorer-checkpoint", metavar="FILE", help="restorer weights elsewhere than weights/")
     group.add_argument(
-        "--fidelity", type=float, help="CodeFormer fidelity 0..1: higher is steadier on video (default 0.5; 1.0 for video)"
+        "--wav2lip-checkpoint", metavar="FILE", help="Wav2Lip generator (default weights/wav2lip_gan.pth)"
+    )
+    group.add_argument(
+        "--paste", choices=["feather", "hard"], help="mouth paste-back (default feather: no seam)"
+    )
+    group.add_argument("--batch-size", type=int, help="lip-sync batch size (default 128 on CUDA, 16 on CPU)")
+    group.add_argument(
+        "--restorer", choices=["gfpgan", "codeformer", "none"], help="face restoration (default gfpgan)"
+    )
+    group.add_argument(
+        "--restorer-checkpoint", metavar="FILE", help="restorer weights elsewhere than weights/"
+    )
+    group.add_argument(
+        "--fidelity",
+        type=float,
+        help="CodeFormer fidelity 0..1: higher is steadier on video (default 0.5; 1.0 for video)",
     )
     group.add_argument("--restore-batch", type=int, help="faces per restoration batch (default 4)")
     group.add_argument("--upscale", type=int, choices=[1, 2, 4], help="output scale (default 1)")
-    group.add_argument("--bg-upsampler", choices=["realesrgan"], help="upscale the background with RealESRGAN x2")
+    group.add_argument(
+        "--bg-upsampler", choices=["realesrgan"], help="upscale the background with RealESRGAN x2"
+    )
 
 
 def _add_run_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto)")
     group.add_argument("--config", metavar="FILE", help="YAML defaults instead of configs/inference.yaml")
     group.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    group.add_argument("--check", action="store_true", help="report ffmpeg, TTS, device and weights, then exit")
+    group.add_argument(
+        "--check", action="store_true", help="report ffmpeg, TTS, device and weights, then exit"
+    )
     group.add_argument("--quiet", action="store_true", default=None, help="no progress bars or summary")
     group.add_argument("--debug", action="store_true", default=None, help="show the full traceback on errors")
 
@@ -159,7 +194,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     import pipeline
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
         warnings.showwarning = _show_warning
         summary = pipeline.run(config)
     if not config.quiet:

@@ -9,6 +9,7 @@ keys and wrong types with a one-line :class:`~pipeline.errors.ConfigError`, and 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from pipeline.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "inference.yaml"
-WEIGHTS_DIR = REPO_ROOT / "weights"
+# Where checkpoints are looked for; LIPSYNC_WEIGHTS_DIR points elsewhere (a shared model folder).
+WEIGHTS_DIR = Path(os.environ.get("LIPSYNC_WEIGHTS_DIR") or REPO_ROOT / "weights")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class DetectConfig:
     nosmooth: bool = False
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right in pixels
     box: tuple[int, int, int, int] | None = None  # top, bottom, left, right: skip detection
-    face: str = "largest"  # largest | center | N (index from the left)
+    face: str | int = "largest"  # largest | center | N (index from the left)
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,23 @@ def first_frame_args(path: str | Path, fps: float) -> list[str]:
 def decode_audio_args(path: str | Path, sample_rate_hz: int = SPEECH_SAMPLE_RATE_HZ) -> list[str]:
     """Decode the first audio stream of ``path`` to mono float32 little-endian samples on stdout."""
     args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", file_arg(path)]
-    return args + ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate_hz), "-f", "f32le", "pipe:1"]
+    # rematrix_maxval=1 makes the stereo downmix the plain mean (L + R) / 2, as librosa (and so the
+    # official Wav2Lip features) computes it; ffmpeg's default would be 3 dB louder.
+    resample = f"aresample={sample_rate_hz}:rematrix_maxval=1"
+    return args + [
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-af",
+        resample,
+        "-ac",
+        "1",
+        "-ar",
+        str(sample_rate_hz),
+        "-f",
+        "f32le",
+        "pipe:1",
+    ]
 
 
 def encode_args(

@@ -104,11 +104,11 @@ def decode_audio(path: str | Path, sample_rate_hz: int = ffmpeg.SPEECH_SAMPLE_RA
     """The first audio stream of ``path`` as mono float32 at ``sample_rate_hz`` (channels averaged)."""
     result = subprocess.run(ffmpeg.decode_audio_args(path, sample_rate_hz), capture_output=True, check=False)
     if result.returncode != 0:
-        raise AudioError(f"audio {path} could not be decoded: {ffmpeg.essential_stderr(result.stderr)}")
+        raise AudioError(f"cannot decode audio from {path}: {ffmpeg.essential_stderr(result.stderr)}")
     samples = np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
     if samples.size == 0:
         raise AudioError(f"audio {path} holds no samples")
-    return AudioClip(np.clip(samples, -1.0, 1.0), sample_rate_hz)
+    return AudioClip(samples, sample_rate_hz)
 
 
 class VideoWriter:
@@ -134,7 +134,11 @@ class VideoWriter:
         )
         try:
             self._process = subprocess.Popen(
-                args, stdin=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(read_fd,), start_new_session=True
+                args,
+                stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(read_fd,),
+                start_new_session=True,
             )
         finally:
             os.close(read_fd)
@@ -197,8 +201,9 @@ class _StderrCollector:
 
     def _drain(self, process: subprocess.Popen) -> None:
         assert process.stderr is not None
-        for line in process.stderr:
-            self._chunks.append(line)
+        with process.stderr:
+            for line in process.stderr:
+                self._chunks.append(line)
 
     def essential(self) -> str:
         self._thread.join(timeout=5)

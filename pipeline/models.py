@@ -67,12 +67,8 @@ class Models:
         """Face track over the frames in ``batches``; landmarks smoothed when restoration will use them."""
         from pipeline import faces
 
-        cfg = self.config.detect
-        if self.detector is None:
-            n_frames = sum(len(batch) for batch in batches)
-            track = faces.fixed_box_track(cfg.box, n_frames, (size.width, size.height))
-        else:
-            track = faces.track_faces(batches, self.detector, cfg, (size.width, size.height), progress)
+        frame_size = (size.height, size.width)
+        track = faces.track_faces(batches, self.detector, self.config.detect, frame_size, progress)
         if self.restorer_stage is not None:
             track = prepare_landmarks(track, self.config.restore.landmark_smooth_window)
         return track
@@ -144,9 +140,8 @@ def _face_runs(faces: list[FaceBox | None]) -> list[tuple[int, int]]:
 
 
 def load_models(config: PipelineConfig, weights: WeightPaths, device: str) -> Models:
-    from wav2lip.inference import LipSyncer
-
     import wav2lip
+    from wav2lip.inference import LipSyncer
 
     generator = wav2lip.load_generator(weights.wav2lip, device)
     lipsyncer = LipSyncer(generator, config.wav2lip, device)

@@ -27,9 +27,11 @@ class SpeechTrack:
 
     def mel_windows(self, start: int, count: int) -> np.ndarray:
         """``(count, 80, 16) float32``: the mel windows of output frames ``start`` .. ``start+count-1``."""
-        from wav2lip.audio import mel_window
+        from wav2lip.audio import mel_window, mel_window_count
 
-        return np.stack([mel_window(self.mel, i, self.fps) for i in range(start, start + count)])
+        # Past the official window count, every window is the final one (clamped to the end of the mel).
+        last = mel_window_count(self.mel.shape[1], self.fps) - 1
+        return np.stack([mel_window(self.mel, min(i, last), self.fps) for i in range(start, start + count)])
 
 
 def prepare_speech(config: PipelineConfig, inputs: RenderInputs) -> SpeechTrack:

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import WEIGHTS_DIR
+from pipeline.config import REPO_ROOT
 from pipeline.errors import WeightsError
 
-MANIFEST_PATH = WEIGHTS_DIR / "manifest.yaml"
+MANIFEST_PATH = REPO_ROOT / "weights" / "manifest.yaml"  # the manifest ships with the code
 STAGES = ("wav2lip", "syncnet", "disc", "detect", "parse", "restore", "upsample", "eval")
 
 _ENTRY_REQUIRED = {"file", "stage", "description", "licence", "size_bytes", "sha256", "sources"}

@@ -101,13 +101,15 @@ def test_nan_and_empty_audio_are_audio_errors():
 
 
 def test_decode_args_request_float_mono_at_the_rate():
-    args = audio.decode_args("ffmpeg", "in put.m4a", 16000)
-    assert args[0] == "ffmpeg"
-    assert args[args.index("-i") + 1] == "in put.m4a"
+    from pipeline.ffmpeg import decode_audio_args
+
+    args = decode_audio_args("in put.m4a", 16000)
+    assert args[args.index("-i") + 1].startswith("file:/") and args[args.index("-i") + 1].endswith("in put.m4a")
     assert args[args.index("-ar") + 1] == "16000"
     assert args[args.index("-ac") + 1] == "1"
+    assert args[args.index("-af") + 1] == "aresample=16000:rematrix_maxval=1"
     assert args[args.index("-f") + 1] == "f32le"
-    assert args[-1] == "-"
+    assert args[-1] == "pipe:1"
 
 
 def test_load_wav_returns_16_bit_pcm_exactly(tmp_path):

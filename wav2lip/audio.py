@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import numbers
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import librosa
 import numpy as np
 from scipy import signal
 
-from pipeline.errors import AudioError, FFmpegError, InputError
+from pipeline.errors import AudioError, InputError
 
 SAMPLE_RATE_HZ = 16000  # samples per second the models were trained on
 N_FFT = 800  # samples per STFT frame (50 ms)
@@ -39,18 +38,6 @@ SILENCE_MEL_VALUE = -MAX_ABS_VALUE  # what silence maps to; used to pad audio sh
 MIN_AMPLITUDE = 10.0 ** (MIN_LEVEL_DB / 20.0)  # 1e-5, the amplitude floor of the dB conversion
 
 
-def decode_args(ffmpeg_exe: str, path: str | Path, sr: int = SAMPLE_RATE_HZ) -> list[str]:
-    """ffmpeg arguments that decode ``path``'s first audio stream to float32 mono ``sr`` Hz on stdout."""
-    return [
-        ffmpeg_exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0",
-        "-i", str(path), "-vn", "-map", "0:a:0",
-        # rematrix_maxval=1 normalises the downmix: stereo becomes (L + R) / 2 like librosa's mean,
-        # where ffmpeg's default would give (L + R) / sqrt(2), 3 dB louder than the models expect.
-        "-af", f"aresample={int(sr)}:rematrix_maxval=1", "-ac", "1", "-ar", str(int(sr)),
-        "-f", "f32le", "-acodec", "pcm_f32le", "-",
-    ]  # fmt: skip
-
-
 def load_wav(path: str | Path, sr: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Decode any audio or video file ffmpeg reads to ``(n,) float32`` mono samples at ``sr`` Hz.
 
@@ -58,37 +45,12 @@ def load_wav(path: str | Path, sr: int = SAMPLE_RATE_HZ) -> np.ndarray:
     are in [-1, 1] for integer sources. Raises
     :class:`AudioError` when the file is missing, has no audio stream, cannot be decoded or is empty.
     """
+    from pipeline.media import decode_audio
+
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
-    result = _run_ffmpeg(decode_args(_ffmpeg_exe(), path, sr))
-    if result.returncode != 0:
-        raise AudioError(f"cannot decode audio from {path}: {_last_line(result.stderr)}")
-    samples = np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
-    if samples.size == 0:
-        raise AudioError(f"{path} holds no audio samples; give a file with speech in it")
-    return samples
-
-
-def _ffmpeg_exe() -> str:
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError) as exc:
-        raise FFmpegError(f"no ffmpeg binary found ({exc}); reinstall imageio-ffmpeg") from exc
-
-
-def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(args, capture_output=True, check=False)
-    except OSError as exc:
-        raise FFmpegError(f"cannot run ffmpeg at {args[0]}: {exc}") from exc
-
-
-def _last_line(stderr: bytes) -> str:
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else "ffmpeg gave no reason"
+    return decode_audio(path, sr).samples
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
