@@ -1,0 +1,45 @@
+"""Pure conversions between aligned face crops and the tensors the restoration networks take.
+
+They reproduce, value for value, the pre- and post-processing of the official tools
+(GFPGAN's ``GFPGANer.enhance`` and CodeFormer's ``inference_codeformer.py``, both built on basicsr's
+``img2tensor`` / ``tensor2img``):
+
+- in: BGR -> RGB, ``uint8 / 255.`` computed in float64 then stored as float32, then
+  ``(x - 0.5) / 0.5`` in float32, giving ``[-1, 1]``;
+- out: clamp to ``[-1, 1]``, ``(x + 1) / 2``, ``* 255.0``, round half to even, ``uint8``, RGB -> BGR.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+FACE_SIZE = 512  # pixels: side of the FFHQ-aligned crops GFPGAN and CodeFormer restore
+NORM_MEAN = 0.5  # per channel, applied after scaling to [0, 1]
+NORM_STD = 0.5
+
+
+def check_faces(faces: np.ndarray, size: int | None = FACE_SIZE) -> None:
+    """Raise ``ValueError`` unless ``faces`` is ``(N, size, size, 3) uint8`` (any square size if ``None``)."""
+    if not isinstance(faces, np.ndarray) or faces.dtype != np.uint8:
+        raise ValueError(f"faces must be a uint8 numpy array, got {getattr(faces, 'dtype', type(faces))}")
+    side = faces.shape[1] if size is None and faces.ndim == 4 else size
+    if faces.ndim != 4 or faces.shape[1:] != (side, side, 3):
+        raise ValueError(f"faces must have shape (N, {side or 'S'}, {side or 'S'}, 3), got {faces.shape}")
+
+
+def faces_to_tensor(faces: np.ndarray) -> torch.Tensor:
+    """``(N, H, W, 3) uint8`` BGR crops -> ``(N, 3, H, W) float32`` RGB in ``[-1, 1]`` (CPU)."""
+    unit = (faces[..., ::-1].astype(np.float64) / 255.0).astype(np.float32)
+    tensor = torch.from_numpy(np.ascontiguousarray(unit.transpose(0, 3, 1, 2)))
+    return (tensor - NORM_MEAN) / NORM_STD
+
+
+def tensor_to_faces(output: torch.Tensor) -> np.ndarray:
+    """``(N, 3, H, W)`` RGB network output in about ``[-1, 1]`` -> ``(N, H, W, 3) uint8`` BGR.
+
+    Works on any device; the result is a CPU numpy array.
+    """
+    unit = (output.float().clamp(-1.0, 1.0) + 1.0) / 2.0
+    levels = torch.round(unit * 255.0).to(torch.uint8)
+    return np.ascontiguousarray(levels.permute(0, 2, 3, 1).flip(-1).cpu().numpy())

@@ -1,0 +1,152 @@
+"""Loading a face-restoration checkpoint and running it on aligned 512x512 face crops.
+
+:func:`load_restorer` reads the file with the project's safe loader (``weights_only=True``), lets
+spandrel recognise the architecture from the parameter names and rebuild it, and wraps the network in a
+:class:`FaceRestorer`. Supported: GFPGAN v1.3 / v1.4 (``GFPGANv1Clean``), CodeFormer and RestoreFormer
+(the architectures spandrel and spandrel-extra-arches know). Any other file is a
+:class:`~pipeline.errors.WrongModelError` that says what the file looks like.
+
+Determinism: the official GFPGAN tool draws fresh StyleGAN noise on every call, so the same face never
+comes out the same twice, which flickers on video. Here GFPGAN always uses the noise maps stored in the
+checkpoint (``randomize_noise=False``): the output depends only on the input face, not on the random
+state, the batch size or the other faces in the batch. CodeFormer and RestoreFormer draw no noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import spandrel
+import spandrel_extra_arches
+import torch
+
+from pipeline.checkpoints import load_state_dict
+from pipeline.errors import ConfigError, WrongModelError
+from restore.convert import FACE_SIZE, check_faces, faces_to_tensor, tensor_to_faces
+
+# spandrel architecture id -> our name for the restorer
+RESTORER_KINDS = {"GFPGAN": "gfpgan", "CodeFormer": "codeformer", "RestoreFormer": "restoreformer"}
+
+# Checkpoints of this project's other models, recognised by the top-level modules they must all hold.
+OTHER_MODEL_SIGNATURES = (
+    ("a Wav2Lip generator", {"face_encoder_blocks", "audio_encoder", "face_decoder_blocks"}),
+    ("a Wav2Lip visual-quality discriminator", {"face_encoder_blocks", "binary_pred"}),
+    ("a Wav2Lip lip-sync expert (SyncNet)", {"face_encoder", "audio_encoder"}),
+    ("an S3FD face detector", {"conv3_3_norm_mbox_conf"}),
+    ("a RetinaFace face detector", {"ClassHead", "LandmarkHead"}),
+    ("a ParseNet face-parsing network", {"out_mask_conv"}),
+)
+
+
+def load_restorer(
+    path: str | Path, device: str | torch.device = "cpu", half: bool | None = None
+) -> FaceRestorer:
+    """Load a GFPGAN / CodeFormer / RestoreFormer checkpoint onto ``device``.
+
+    ``half``: run in float16 (autocast); ``None`` means on CUDA only. Raises ``MissingWeightsError`` /
+    ``WeightsError`` for unreadable files and ``WrongModelError`` for files that hold another model.
+    """
+    path = Path(path)
+    state = load_state_dict(path, "face restorer")
+    descriptor = describe_state_dict(state, path)
+    kind = RESTORER_KINDS.get(descriptor.architecture.id)
+    if kind is None:
+        raise WrongModelError(
+            f"{path} holds a {descriptor.architecture.name} {descriptor.purpose} model, not a face "
+            "restorer; use GFPGANv1.4.pth, GFPGANv1.3.pth or codeformer.pth"
+        )
+    device = torch.device(device)
+    half = device.type == "cuda" if half is None else half
+    model = descriptor.model.eval().requires_grad_(False).to(device)
+    return FaceRestorer(model, kind, device, half)
+
+
+def describe_state_dict(state: dict[str, torch.Tensor], path: Path) -> spandrel.ModelDescriptor:
+    """Let spandrel recognise and rebuild the network in ``state`` (WrongModelError when it cannot)."""
+    spandrel_extra_arches.install(ignore_duplicates=True)
+    try:
+        return spandrel.ModelLoader().load_from_state_dict(state)
+    except spandrel.UnsupportedModelError as exc:
+        raise WrongModelError(
+            f"{path} {_looks_like(state)}, not a face restorer; "
+            "use GFPGANv1.4.pth, GFPGANv1.3.pth or codeformer.pth"
+        ) from exc
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WrongModelError(
+            f"{path} resembles a known restorer but its parameters do not fit it ({first}); "
+            "GFPGAN v1 and v1.2 files are not supported: use GFPGANv1.3.pth or GFPGANv1.4.pth"
+        ) from exc
+
+
+def _looks_like(state: dict[str, torch.Tensor]) -> str:
+    modules = {key.split(".", 1)[0] for key in state}
+    for name, needed in OTHER_MODEL_SIGNATURES:
+        if needed <= modules:
+            return f"holds {name}"
+    sample = ", ".join(sorted(modules)[:4])
+    return f"holds a model spandrel does not recognise (top-level modules: {sample})"
+
+
+class FaceRestorer:
+    """A loaded face-restoration network and the official pre/post-processing around it."""
+
+    def __init__(
+        self, model: torch.nn.Module, kind: str, device: torch.device, half: bool, face_size: int = FACE_SIZE
+    ) -> None:
+        self.model = model
+        self.kind = kind  # "gfpgan" | "codeformer" | "restoreformer"
+        self.device = device
+        self.half = half
+        self.face_size = face_size  # pixels, side of the aligned crops the network takes (512 when loaded)
+        self._forward = _FORWARDS[kind]
+
+    def __repr__(self) -> str:
+        return f"FaceRestorer(kind={self.kind!r}, device={self.device}, half={self.half})"
+
+    def restore_aligned(self, faces: np.ndarray, fidelity: float = 0.5) -> np.ndarray:
+        """Restore aligned FFHQ-style crops in one batch.
+
+        ``faces``: ``(N, 512, 512, 3) uint8`` BGR. ``fidelity``: CodeFormer's ``w`` in ``[0, 1]`` (higher is
+        more faithful to the input and steadier on video, lower is sharper); GFPGAN and RestoreFormer
+        ignore it. Returns ``(N, 512, 512, 3) uint8`` BGR. Deterministic for a given device and dtype.
+        """
+        check_faces(faces, self.face_size)
+        if not 0.0 <= fidelity <= 1.0:
+            raise ConfigError(f"restore.fidelity must be in [0, 1], got {fidelity}")
+        if len(faces) == 0:
+            return faces.copy()
+        inputs = faces_to_tensor(faces).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            output = self._forward(self.model, inputs, fidelity)
+        return tensor_to_faces(output)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.half and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+
+def forward_gfpgan(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:
+    """GFPGANv1Clean with the checkpoint's stored noise maps (no fresh noise, no flicker)."""
+    return model(x, return_rgb=False, randomize_noise=False)[0]
+
+
+def forward_codeformer(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:
+    """CodeFormer with ``w = fidelity`` and AdaIN on the code features (spandrel always applies it)."""
+    return model(x, weight=fidelity)[0]
+
+
+def forward_restoreformer(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:
+    """RestoreFormer: input and output in ``[-1, 1]`` like GFPGAN (GFPGANer's ``arch='RestoreFormer'``)."""
+    return model(x)[0]
+
+
+_FORWARDS: dict[str, Callable[[torch.nn.Module, torch.Tensor, float], torch.Tensor]] = {
+    "gfpgan": forward_gfpgan,
+    "codeformer": forward_codeformer,
+    "restoreformer": forward_restoreformer,
+}

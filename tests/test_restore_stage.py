@@ -1,0 +1,177 @@
+"""The restoration stage on FrameBatches, with a small GFPGAN and ParseNet for 64-pixel crops."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import RestoreConfig
+from pipeline.errors import ConfigError
+from pipeline.types import FaceBox, FrameBatch
+from restore import FaceRestoreStage
+from restore.align import estimate_affine, face_template, inverse_affine, warp_face
+from restore.blend import parsing_face_mask, paste_face
+from restore.convert import faces_to_tensor
+from restore.upsample import load_bg_upsampler
+from tests.test_restore_align import apply, similarity
+from tests.test_restore_support import TINY_FACE, one_torch_thread, synthetic_image, tiny_gfpgan, tiny_parser
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+HEIGHT, WIDTH = 120, 150
+
+
+@pytest.fixture(scope="module")
+def restorer():
+    return tiny_gfpgan(seed=5)
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return tiny_parser(seed=6)
+
+
+def face_box(tx: float, ty: float, with_landmarks: bool = True) -> FaceBox:
+    """A face whose 64-pixel FFHQ crop is placed at (tx, ty) in the frame, scaled 1.1, tilted 6 degrees."""
+    landmarks = apply(similarity(1.1, 6.0, tx, ty), face_template(TINY_FACE)).astype(np.float32)
+    return FaceBox(int(ty), int(ty) + 70, int(tx), int(tx) + 70, landmarks if with_landmarks else None)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    frames = np.stack([synthetic_image(HEIGHT, WIDTH, seed=30 + i, sigma=2.0) for i in range(4)])
+    faces = (face_box(30, 20), None, face_box(50, 30, with_landmarks=False), face_box(60, 25))
+    return FrameBatch(start_index=100, frames=frames, faces=faces, mel=np.zeros((4, 80, 16), np.float32))
+
+
+def expected_frame(frame, face, restorer, upscale=1, parser=None):
+    """Align, restore, (parse,) paste: the stage's steps done by hand for one frame."""
+    affine = estimate_affine(face.landmarks, TINY_FACE)
+    restored = restorer.restore_aligned(warp_face(frame, affine, TINY_FACE)[None])
+    mask = None if parser is None else parsing_face_mask(parser.parse(restored)[0], TINY_FACE)
+    return paste_face(frame, restored[0], inverse_affine(affine, upscale), upscale, mask)
+
+
+def test_restores_faces_with_landmarks_and_passes_the_rest(restorer, batch):
+    stage = FaceRestoreStage(restorer, RestoreConfig(batch_size=1, parsing=False))
+    out = stage.process(batch)
+    assert out.frames.shape == batch.frames.shape and out.frames.dtype == np.uint8
+    assert out.start_index == 100 and out.faces == batch.faces and out.mel is batch.mel
+    np.testing.assert_array_equal(out.frames[1], batch.frames[1])  # no face
+    np.testing.assert_array_equal(out.frames[2], batch.frames[2])  # face without landmarks
+    for i in (0, 3):
+        expected = expected_frame(batch.frames[i], batch.faces[i], restorer)
+        np.testing.assert_array_equal(out.frames[i], expected)
+        assert np.mean(np.any(out.frames[i] != batch.frames[i], axis=2)) > 0.1
+
+
+def test_batch_size_does_not_change_the_result(restorer, batch):
+    one = FaceRestoreStage(restorer, RestoreConfig(batch_size=1, parsing=False)).process(batch)
+    four = FaceRestoreStage(restorer, RestoreConfig(batch_size=4, parsing=False)).process(batch)
+    diff = np.abs(one.frames.astype(int) - four.frames)
+    assert diff.max() <= 1 and np.mean(diff > 0) < 1e-3
+
+
+def test_parsing_mask_is_used_when_enabled(restorer, parser, batch):
+    out = FaceRestoreStage(restorer, RestoreConfig(batch_size=2, parsing=True), parser=parser).process(batch)
+    expected = expected_frame(batch.frames[0], batch.faces[0], restorer, parser=parser)
+    np.testing.assert_array_equal(out.frames[0], expected)
+    square = FaceRestoreStage(restorer, RestoreConfig(batch_size=2, parsing=False), parser=parser)
+    assert square.parser is None
+    assert not np.array_equal(square.process(batch).frames[0], out.frames[0])
+
+
+def test_parser_matches_facexlib_pre_and_post(parser):
+    faces = np.stack([synthetic_image(TINY_FACE, TINY_FACE, seed=s) for s in (1, 2)])
+    labels = parser.parse(faces)
+    rgb = np.stack([cv2.cvtColor(f.astype("float32") / 255.0, cv2.COLOR_BGR2RGB) for f in faces])
+    tensor = (torch.from_numpy(rgb.transpose(0, 3, 1, 2)) - 0.5) / 0.5
+    with torch.no_grad():
+        expected = parser.model(tensor)[0].argmax(dim=1).numpy()
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(faces_to_tensor(faces), tensor)
+    assert len(np.unique(labels)) > 1
+    small = np.stack([cv2.resize(f, (32, 32)) for f in faces])
+    resized = np.stack([cv2.resize(f, (TINY_FACE, TINY_FACE), interpolation=cv2.INTER_LINEAR) for f in small])
+    np.testing.assert_array_equal(parser.parse(small), parser.parse(resized))
+
+
+def test_upscale_with_lanczos_background(restorer, batch):
+    stage = FaceRestoreStage(restorer, RestoreConfig(upscale=2, parsing=False))
+    assert stage.output_size(WIDTH, HEIGHT) == (2 * WIDTH, 2 * HEIGHT)
+    out = stage.process(batch)
+    assert out.frames.shape == (4, 2 * HEIGHT, 2 * WIDTH, 3)
+    lanczos = cv2.resize(batch.frames[1], (2 * WIDTH, 2 * HEIGHT), interpolation=cv2.INTER_LANCZOS4)
+    np.testing.assert_array_equal(out.frames[1], lanczos)
+    up0 = cv2.resize(batch.frames[0], (2 * WIDTH, 2 * HEIGHT), interpolation=cv2.INTER_LANCZOS4)
+    affine = estimate_affine(batch.faces[0].landmarks, TINY_FACE)
+    restored = restorer.restore_aligned(warp_face(batch.frames[0], affine, TINY_FACE)[None])[0]
+    np.testing.assert_array_equal(out.frames[0], paste_face(up0, restored, inverse_affine(affine, 2), 2))
+
+
+def test_upscale_with_realesrgan_background(restorer, batch, tmp_path):
+    from tests.test_restore_upsample import realesrgan_state_dict
+
+    path = tmp_path / "RealESRGAN_x2plus.pth"
+    torch.save({"params_ema": realesrgan_state_dict()}, path)
+    upsampler = load_bg_upsampler(path)
+    cfg = RestoreConfig(upscale=4, parsing=False, bg_upsampler="realesrgan")
+    pair = FrameBatch(0, batch.frames[:2], batch.faces[:2], batch.mel[:2])
+    out = FaceRestoreStage(restorer, cfg, bg_upsampler=upsampler).process(pair)
+    assert out.frames.shape == (2, 4 * HEIGHT, 4 * WIDTH, 3)
+    background = upsampler.upsample(pair.frames, 4)
+    np.testing.assert_array_equal(out.frames[1], background[1])
+    changed = np.any(out.frames[0] != background[0], axis=2)
+    assert 0.05 < changed.mean() < 0.9  # the face was pasted onto the Real-ESRGAN background
+    ignored = FaceRestoreStage(restorer, RestoreConfig(upscale=1), bg_upsampler=upsampler)
+    assert ignored.bg_upsampler is None
+
+
+def test_degenerate_landmarks_warn_and_pass_through(restorer, batch):
+    points = apply(similarity(1.0, 0.0, 10.0, 10.0), face_template(TINY_FACE)).astype(np.float32)
+    points[2] = np.nan  # eyes far enough apart, but no transform can be estimated
+    bad = FaceBox(0, 10, 0, 10, points)
+    broken = FrameBatch(7, batch.frames[:1], (bad,), batch.mel[:1])
+    stage = FaceRestoreStage(restorer, RestoreConfig(parsing=False))
+    with pytest.warns(UserWarning, match="frame 7"):
+        out = stage.process(broken)
+    np.testing.assert_array_equal(out.frames, broken.frames)
+
+
+def test_faces_with_eyes_closer_than_five_pixels_are_skipped(restorer, batch):
+    landmarks = apply(similarity(0.05, 0.0, 40.0, 40.0), face_template(TINY_FACE)).astype(np.float32)
+    tiny = FrameBatch(0, batch.frames[:1], (FaceBox(40, 45, 40, 45, landmarks),), batch.mel[:1])
+    out = FaceRestoreStage(restorer, RestoreConfig(parsing=False)).process(tiny)
+    np.testing.assert_array_equal(out.frames, tiny.frames)
+    bigger = apply(similarity(0.5, 0.0, 40.0, 40.0), face_template(TINY_FACE)).astype(np.float32)
+    tiny = FrameBatch(0, batch.frames[:1], (FaceBox(40, 80, 40, 80, bigger),), batch.mel[:1])
+    assert not np.array_equal(
+        FaceRestoreStage(restorer, RestoreConfig(parsing=False)).process(tiny).frames, tiny.frames
+    )
+
+
+def test_frames_without_any_face_are_copied(restorer, batch):
+    empty = FrameBatch(0, batch.frames[1:2], (None,), batch.mel[:1])
+    out = FaceRestoreStage(restorer, RestoreConfig()).process(empty)
+    np.testing.assert_array_equal(out.frames, empty.frames)
+    assert out.frames is not empty.frames
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        (RestoreConfig(upscale=3), "upscale"),
+        (RestoreConfig(batch_size=0), "batch_size"),
+        (RestoreConfig(fidelity=-0.1), "fidelity"),
+    ],
+)
+def test_invalid_config_is_rejected(restorer, cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        FaceRestoreStage(restorer, cfg)
