@@ -248,3 +248,26 @@ def test_real_codeformer_loads(face):
     assert restorer.kind == "codeformer"
     assert set(restorer.model.state_dict()) == set(load_layout("codeformer"))
     assert restorer.restore_aligned(face[None], fidelity=1.0).shape == (1, 512, 512, 3)
+
+
+REAL_PARSENET = WEIGHTS_DIR / "parsing_parsenet.pth"
+REAL_REALESRGAN = WEIGHTS_DIR / "RealESRGAN_x2plus.pth"
+
+
+@pytest.mark.real_weights
+@pytest.mark.skipif(not REAL_PARSENET.is_file(), reason="needs weights/parsing_parsenet.pth")
+def test_real_parsenet_loads(face):
+    parser = load_parser(REAL_PARSENET)
+    assert set(parser.model.state_dict()) == set(load_layout("parsenet_512"))
+    assert parser.parse(face[None]).shape == (1, 512, 512)
+
+
+@pytest.mark.real_weights
+@pytest.mark.skipif(not REAL_REALESRGAN.is_file(), reason="needs weights/RealESRGAN_x2plus.pth")
+def test_real_realesrgan_loads():
+    from restore import load_bg_upsampler
+
+    upsampler = load_bg_upsampler(REAL_REALESRGAN)
+    assert upsampler.scale == 2
+    frame = synthetic_image(24, 30, seed=1)
+    assert upsampler.upsample(frame[None], 2).shape == (1, 48, 60, 3)
