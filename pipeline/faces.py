@@ -197,10 +197,13 @@ def decode_detections(
 
 def detections_to_faces(rows: np.ndarray, frame_size: tuple[int, int]) -> list[FaceBox]:
     """``(k, 15)`` detections -> FaceBoxes with rounded box edges clipped to the ``(height, width)``
-    frame (boxes left empty by clipping are dropped) and ``(5, 2)`` float32 landmarks."""
+    frame (boxes left empty by clipping, and rows with non-finite numbers, are dropped) and ``(5, 2)``
+    float32 landmarks."""
     height, width = frame_size
     faces = []
     for row in rows:
+        if not np.isfinite(row).all():
+            continue
         left, right = (int(np.clip(np.rint(v), 0, width)) for v in (row[0], row[2]))
         top, bottom = (int(np.clip(np.rint(v), 0, height)) for v in (row[1], row[3]))
         if bottom <= top or right <= left:

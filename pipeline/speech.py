@@ -55,7 +55,9 @@ def _speech_audio(config: PipelineConfig, inputs: RenderInputs) -> AudioClip:
     if config.tts.clone_voice_from_video:
         reference = decode_audio(inputs.video)
     assert inputs.script is not None
-    return tts.synthesize(inputs.script, config.tts, reference_audio=reference, progress=not config.quiet)
+    return tts.synthesize(
+        inputs.script, config.tts, reference_audio=reference, progress=not config.quiet, device=inputs.device
+    )
 
 
 def save_wav(audio: AudioClip, path: Path) -> Path:

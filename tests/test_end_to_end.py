@@ -134,3 +134,33 @@ def test_cli_process_reports_one_line_errors(tmp_path: Path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: video not found: {tmp_path / 'none.mp4'}"
     assert "Traceback" not in result.stderr
+
+
+def _detect_config(tmp_path: Path, threshold: float) -> str:
+    path = tmp_path / "detect.yaml"
+    path.write_text(f"detect:\n  score_threshold: {threshold}\n  detect_max_side: 160\n")
+    return str(path)
+
+
+def test_detector_finding_no_face_is_an_error_before_rendering(weights, tmp_path: Path, capsys):
+    clip = make_video(tmp_path / "face.mp4", seconds=0.4)
+    code, out = _render(weights, tmp_path, "--video", str(clip), "--text-string", "hi",
+                        "--config", _detect_config(tmp_path, 1.0))  # no score exceeds 1
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "no face" in err.lower() and "--box" in err
+    assert not out.exists() and not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_detected_landmarks_drive_gfpgan_restoration(weights, tmp_path: Path):
+    # With a zero threshold the seeded detector reports boxes everywhere: the largest is followed,
+    # its landmarks align the face for GFPGAN, and the restored face is pasted back.
+    clip = make_video(tmp_path / "face.mp4", seconds=0.4)
+    tone = make_tone(tmp_path / "tone.wav", seconds=0.2)
+    code, out = _render(weights, tmp_path, "--video", str(clip), "--audio", str(tone),
+                        "--config", _detect_config(tmp_path, 0.0), restorer="gfpgan")
+    assert code == 0
+    frames = read_all_frames(out)
+    assert frames.shape == (5, 120, 160, 3)
+    source = read_all_frames(clip)[:5]
+    assert np.abs(frames.astype(np.int16) - source).mean() > 1  # something was restored and pasted

@@ -26,8 +26,12 @@ WRAPPERS = {
 }
 
 
-def seeded_layout_state_dict(layout_name: str, seed: int = 0, scale: float = 0.05) -> dict[str, torch.Tensor]:
-    """A state dict with the official keys/shapes/dtypes of ``layout_name`` and seeded values."""
+def seeded_layout_state_dict(layout_name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with the official keys/shapes/dtypes of ``layout_name`` and seeded values.
+
+    Weight matrices/kernels get a standard deviation of 1/sqrt(fan-in) so activations stay finite and
+    of order one through deep networks (as after a real initialisation); norms start near identity.
+    """
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for key, spec in load_layout(layout_name).items():
@@ -41,7 +45,8 @@ def seeded_layout_state_dict(layout_name: str, seed: int = 0, scale: float = 0.0
         elif key.endswith(".weight") and len(shape) == 1:  # norm scales
             out[key] = 1.0 + torch.randn(shape, generator=gen) * 0.01
         else:
-            out[key] = torch.randn(shape, generator=gen) * scale
+            fan_in = max(1, int(torch.tensor(shape[-3:] if len(shape) == 5 else shape[1:]).prod()))
+            out[key] = torch.randn(shape, generator=gen) / fan_in**0.5
     return out
 
 
