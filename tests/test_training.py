@@ -219,8 +219,9 @@ def test_syncnet_checkpoints_use_the_official_layout(syncnet_run):
 def test_syncnet_resume_is_exact(syncnet_run, data_root, tmp_path):
     ckpt_dir, straight = syncnet_run
     shutil.copy(ckpt_dir / "checkpoint_step000000001.pth", tmp_path / "checkpoint_step000000001.pth")
+    workers = {"num_workers": 2}  # worker processes draw exactly the samples the main process drew
     with pytest.warns(UserWarning, match="tensorboard"):
-        resumed = train_syncnet.train(sync_config(data_root, tmp_path, max_steps=2))
+        resumed = train_syncnet.train(sync_config(data_root, tmp_path, workers, max_steps=2))
     assert resumed.history == straight.history[1:]  # same sample stream, same loss
     a = torch.load(ckpt_dir / "checkpoint_step000000002.pth", weights_only=True)
     b = torch.load(tmp_path / "checkpoint_step000000002.pth", weights_only=True)
@@ -321,6 +322,7 @@ def test_preprocess_writes_the_layout_and_skips_finished_work(tmp_path):
     out = tmp_path / "pre"
     box = [str(v) for v in FACE_BOX]
     argv = ["--data-root", str(raw), "--out", str(out), "--box", *box, "--make-filelists", "0.6", "--quiet"]
+    argv += ["--workers", "2"]
     assert preprocess.main(argv) == 0
     folder = out / "vidA" / "00001"
     assert sorted(int(p.stem) for p in folder.glob("*.jpg")) == list(range(20))
