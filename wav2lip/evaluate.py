@@ -31,6 +31,7 @@ from pipeline.config import DetectConfig
 from pipeline.errors import InputError, LipSyncError
 from pipeline.faces import fixed_box_track, load_detector, track_faces
 from pipeline.media import FrameSize, VideoReader, decode_audio, read_first_frame
+from pipeline.weights import resolve
 from wav2lip.audio import melspectrogram
 from wav2lip.data import crop_mel, sync_mel_start
 from wav2lip.faces import FACE_SIZE, faces_to_unit, syncnet_face_input
@@ -53,7 +54,7 @@ DECODE_BATCH = 64  # frames per decoded batch
 
 @dataclass(frozen=True)
 class EvalConfig:
-    syncnet_v2_checkpoint: str | None = "weights/syncnet_v2.model"  # None: skip LSE-D/LSE-C
+    syncnet_v2_checkpoint: str | None = None  # syncnet_v2.model; None: skip LSE-D/LSE-C
     expert_checkpoint: str | None = None  # lipsync_expert.pth (or an own expert): also score with it
     vshift: int = VSHIFT
     batch_size: int = 20  # windows per SyncNet forward (official)
@@ -264,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--videos", metavar="DIR", help="folder of generated .mp4 videos")
     parser.add_argument("--filelist", metavar="FILE", help="list of video paths, one per line")
     parser.add_argument("--root", metavar="DIR", help="folder the --filelist paths are relative to")
-    parser.add_argument("--syncnet-v2", metavar="FILE", default="weights/syncnet_v2.model")
+    parser.add_argument("--syncnet-v2", metavar="FILE", help="default weights/syncnet_v2.model")
     parser.add_argument("--no-lse", action="store_true", help="skip LSE-D/LSE-C (only --expert scores)")
     parser.add_argument("--expert", metavar="FILE", help="also score with this lip-sync expert")
     parser.add_argument("--crop", choices=["frame", "box", "detect"], default="frame")
@@ -282,11 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.crop == "box" and not args.box:
             raise InputError("--crop box needs --box TOP BOTTOM LEFT RIGHT")
+        videos = list_videos(args.videos, args.filelist, args.root)
+        syncnet_v2 = None if args.no_lse else str(resolve("syncnet_v2", args.syncnet_v2))
         config = EvalConfig(
-            None if args.no_lse else args.syncnet_v2, args.expert, args.vshift, 20, args.device,
+            syncnet_v2, args.expert, args.vshift, 20, args.device,
             DetectConfig(box=tuple(args.box) if args.box else None), args.crop, args.detector_checkpoint,
         )  # fmt: skip
-        report = evaluate_all(list_videos(args.videos, args.filelist, args.root), config, args.quiet)
+        report = evaluate_all(videos, config, args.quiet)
     except LipSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

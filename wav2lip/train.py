@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pipeline.weights import resolve
 from wav2lip import trainer_common as tc
 from wav2lip.data import Wav2LipDataset, epoch_of, read_filelist
 from wav2lip.faces import postprocess_faces, syncnet_face_input
@@ -50,7 +51,7 @@ class Wav2LipRun:
 def load_expert(config: Wav2LipTrainConfig, device: torch.device) -> SyncNet:
     """The frozen expert; in training mode (batch statistics) when ``expert_batch_stats``, as the
     official scripts never switch it to eval mode."""
-    expert = load_syncnet(config.syncnet_checkpoint, device)
+    expert = load_syncnet(resolve("lipsync_expert", config.syncnet_checkpoint), device)
     for param in expert.parameters():
         param.requires_grad_(False)
     return expert.train(config.expert_batch_stats)
@@ -181,7 +182,7 @@ def _disc_step(run: Wav2LipRun, generated, gt, config, device) -> dict[str, floa
 def evaluate(run: Wav2LipRun, dataset: Wav2LipDataset, config: Wav2LipTrainConfig, ctx) -> dict[str, float]:
     """Mean L1 and sync loss (and GAN losses) over ``eval_steps`` validation batches, all ranks."""
     n_batches = config.eval_steps or max(1, -(-len(dataset) // (config.batch_size * ctx.world_size)))
-    loader = tc.make_loader(dataset, config.batch_size, 0, ctx, 0)
+    loader = tc.make_loader(dataset, config.batch_size, 0, ctx, config.data.num_workers)
     run.model.eval()
     if run.disc is not None:
         run.disc.eval()

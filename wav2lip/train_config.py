@@ -71,7 +71,7 @@ class Wav2LipTrainConfig:
     checkpoint_dir: str = "checkpoints/wav2lip"
     checkpoint: str | None = None  # generator to start from (official wav2lip(_gan).pth or own run)
     disc_checkpoint: str | None = None  # discriminator to start from (visual_quality_disc.pth)
-    syncnet_checkpoint: str = "weights/lipsync_expert.pth"  # the frozen expert (required)
+    syncnet_checkpoint: str | None = None  # the frozen expert; None: weights/lipsync_expert.pth
     weights_only_init: bool = False  # with `checkpoint`: take weights only (fresh optimizer, step 0)
     resume: bool = True  # continue from the newest checkpoint in checkpoint_dir when there is one
     gan: bool = False  # also train the visual-quality discriminator (hq_wav2lip_train.py)
@@ -141,10 +141,6 @@ def _validate_wav2lip(config: Wav2LipTrainConfig) -> None:
         raise ConfigError(
             f"syncnet_wt ({config.syncnet_wt}) + disc_wt ({disc}) must stay below 1 so the L1 loss keeps "
             "a positive weight; lower one of them"
-        )
-    if not config.syncnet_checkpoint:
-        raise ConfigError(
-            "syncnet_checkpoint is required: the path of the trained expert (lipsync_expert.pth)"
         )
 
 

@@ -83,7 +83,7 @@ def evaluate(
     over all processes. The validation stream is the same at every evaluation."""
     per_batch = config.batch_size * ctx.world_size
     n_batches = config.eval_steps or max(1, math.ceil(len(dataset) / per_batch))
-    loader = tc.make_loader(dataset, config.batch_size, 0, ctx, 0)
+    loader = tc.make_loader(dataset, config.batch_size, 0, ctx, config.data.num_workers)
     run.model.eval()
     losses = []
     for _ in range(n_batches):

@@ -331,6 +331,11 @@ def start_point(
     exists; else start from ``checkpoint`` (whole state, or weights only); else from scratch."""
     latest = latest_checkpoint(checkpoint_dir, prefix) if resume else None
     if latest is not None:
+        if checkpoint:
+            warnings.warn(
+                f"resuming from {latest}; checkpoint {checkpoint} is not used (--no-resume to start from it)",
+                stacklevel=2,
+            )
         return StartPoint(latest, False, True)
     if checkpoint:
         return StartPoint(Path(checkpoint), weights_only, False)
