@@ -3,6 +3,7 @@ and the evaluation command on a synthetic clip (seeded checkpoints, CPU)."""
 
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy as np
@@ -43,14 +44,16 @@ def official_layout() -> dict[str, tuple[int, ...]]:
 
 
 def seeded_official_file(path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded ``syncnet_v2.model`` look-alike: an OrderedDict in the legacy (pre-1.6, non-zip)
+    serialisation the 2017 release uses."""
     gen = torch.Generator().manual_seed(seed)
-    state = {}
+    state = collections.OrderedDict()
     for name, shape in official_layout().items():
         if name.endswith("running_var"):
             state[name] = torch.rand(shape, generator=gen) + 0.5
         else:
             state[name] = torch.randn(shape, generator=gen) * 0.05
-    torch.save(state, path)
+    torch.save(state, path, _use_new_zipfile_serialization=False)
     return state
 
 
