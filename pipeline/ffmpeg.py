@@ -89,6 +89,16 @@ def decode_video_args(
     return args + ["-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
 
 
+def count_frames_args(path: str | Path, fps: float, max_frames: int | None = None) -> list[str]:
+    """Decode through the standard chain but emit one grey byte per frame (for counting frames)."""
+    chain = video_filter_chain(fps).replace(",format=bgr24", ",scale=1:1,format=gray")
+    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", file_arg(path)]
+    args += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", chain]
+    if max_frames is not None:
+        args += ["-frames:v", str(max_frames)]
+    return args + ["-f", "rawvideo", "pipe:1"]
+
+
 def first_frame_args(path: str | Path, fps: float) -> list[str]:
     """Decode only the first frame, as a BMP image on stdout (its header gives the true frame size)."""
     args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", file_arg(path)]

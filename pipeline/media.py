@@ -47,6 +47,14 @@ def read_first_frame(path: str | Path, fps: float) -> np.ndarray:
     return frame
 
 
+def count_frames(path: str | Path, fps: float, max_frames: int | None = None) -> int:
+    """Frames of ``path`` at constant ``fps`` (at most ``max_frames``), without keeping any pixels."""
+    result = subprocess.run(ffmpeg.count_frames_args(path, fps, max_frames), capture_output=True, check=False)
+    if result.returncode != 0:
+        raise FFmpegError(f"decoding {path} failed: {ffmpeg.essential_stderr(result.stderr)}")
+    return len(result.stdout)
+
+
 class VideoReader:
     """Decode frames ``[start_frame, start_frame + max_frames)`` of the constant-``fps`` stream.
 

@@ -69,9 +69,20 @@ class Models:
 
         frame_size = (size.height, size.width)
         track = faces.track_faces(batches, self.detector, self.config.detect, frame_size, progress)
-        if self.restorer_stage is not None:
-            track = prepare_landmarks(track, self.config.restore.landmark_smooth_window)
-        return track
+        return self._for_restoration(track)
+
+    def fixed_box_track(self, n_frames: int, size: FrameSize) -> FaceTrack:
+        """The ``--box`` track of ``n_frames`` frames (no detection, no decoding needed)."""
+        from pipeline import faces
+
+        boxes = faces.fixed_box_track(self.config.detect.box, n_frames, (size.height, size.width))
+        track = FaceTrack(faces=tuple(boxes), frames_without_face=sum(box is None for box in boxes))
+        return self._for_restoration(track)
+
+    def _for_restoration(self, track: FaceTrack) -> FaceTrack:
+        if self.restorer_stage is None:
+            return track
+        return prepare_landmarks(track, self.config.restore.landmark_smooth_window)
 
     def process(self, batch: FrameBatch, times) -> FrameBatch:
         """Lip-sync then restore one batch, adding the seconds of each to ``times``."""

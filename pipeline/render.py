@@ -22,8 +22,9 @@ from pipeline.config import PipelineConfig
 from pipeline.faces import FaceTrack
 from pipeline.frames import iter_input_frames, iter_output_frames
 from pipeline.inputs import RenderInputs, check_inputs
-from pipeline.media import FrameSize, VideoWriter, read_first_frame
+from pipeline.media import FrameSize, VideoWriter, count_frames, read_first_frame
 from pipeline.models import Models, load_models, resolve_weights
+from pipeline.prefetch import BackgroundConsumer, prefetch
 from pipeline.speech import SpeechTrack, prepare_speech
 from pipeline.types import FrameBatch
 
@@ -65,7 +66,8 @@ class RunSummary:
     def format(self) -> str:
         stages = ", ".join(f"{name} {secs:.1f}s" for name, secs in self.stage_seconds.items())
         lines = [
-            f"wrote {self.output} ({self.duration_s:.2f} s, {self.frames} frames at 25 fps, {self.width}x{self.height})",
+            f"wrote {self.output} ({self.duration_s:.2f} s, {self.frames} frames at 25 fps, "
+            f"{self.width}x{self.height})",
             f"frames without a face (passed through unchanged): {self.frames_without_face}",
             f"time: {self.total_seconds:.1f}s total; {stages}",
         ]
@@ -119,10 +121,15 @@ def _track(
 ) -> FaceTrack:
     """Detect (or take ``--box``) over the input frames that the output will show."""
     fps = config.output.fps
+    if config.detect.box is not None:  # only the frame count matters: count without full decoding
+        t0 = time.perf_counter()
+        n_frames = 1 if inputs.is_still else count_frames(inputs.video, fps, n_output)
+        times.add("decode", time.perf_counter() - t0)
+        return models.fixed_box_track(n_frames, size)
     batches = (
         iter([first[None]])
         if inputs.is_still
-        else iter_input_frames(inputs.video, size, fps, config.detect.batch_size, n_output)
+        else prefetch(iter_input_frames(inputs.video, size, fps, config.detect.batch_size, n_output))
     )
     decode_before, start = times.seconds.get("decode", 0.0), time.perf_counter()
     track = models.track_faces(times.timed("decode", batches), size, progress=not config.quiet)
@@ -143,28 +150,46 @@ def _render(
     first: np.ndarray,
     times: StageTimes,
 ) -> None:
-    fps, batch = config.output.fps, config.frame_batch
-    still = first if inputs.is_still else None
-    frames = times.timed("decode", iter_output_frames(inputs.video, size, fps, indices, batch, still))
+    """Decode (thread) -> lip-sync -> restore (this thread) -> encode (thread), batch by batch."""
+    batches = prefetch(_frame_batches(config, inputs, speech, track, indices, size, first))
     bar = tqdm(total=len(indices), desc="render", unit="frame", disable=config.quiet)
     out = config.output
-    with VideoWriter(inputs.output, out_size, fps, out.crf, out.preset, speech.audio) as writer:
-        start = 0
-        for chunk in frames:
-            span = indices[start : start + len(chunk)]
-            item = FrameBatch(
-                start, chunk, tuple(track.faces[i] for i in span), speech.mel_windows(start, len(chunk))
-            )
-            item = models.process(item, times)
+    with VideoWriter(inputs.output, out_size, config.output.fps, out.crf, out.preset, speech.audio) as writer:
+        encoder = BackgroundConsumer(writer.write)
+        try:
+            for item in times.timed("decode", batches):
+                item = models.process(item, times)
+                t0 = time.perf_counter()
+                encoder.put(item.frames)
+                times.add("encode", time.perf_counter() - t0)
+                bar.update(len(item))
             t0 = time.perf_counter()
-            writer.write(item.frames)
+            encoder.finish()
+            writer.commit()
             times.add("encode", time.perf_counter() - t0)
-            start += len(chunk)
-            bar.update(len(chunk))
-        t0 = time.perf_counter()
-        writer.commit()
-        times.add("encode", time.perf_counter() - t0)
+        finally:
+            encoder.cancel()
+            batches.close()
     bar.close()
+
+
+def _frame_batches(
+    config: PipelineConfig,
+    inputs: RenderInputs,
+    speech: SpeechTrack,
+    track: FaceTrack,
+    indices: np.ndarray,
+    size: FrameSize,
+    first: np.ndarray,
+) -> Iterator[FrameBatch]:
+    """Output frames in order, each batch with its faces and mel windows."""
+    still = first if inputs.is_still else None
+    frames = iter_output_frames(inputs.video, size, config.output.fps, indices, config.frame_batch, still)
+    start = 0
+    for chunk in frames:
+        faces = tuple(track.faces[i] for i in indices[start : start + len(chunk)])
+        yield FrameBatch(start, chunk, faces, speech.mel_windows(start, len(chunk)))
+        start += len(chunk)
 
 
 def with_output(config: PipelineConfig, path: str) -> PipelineConfig:

@@ -128,3 +128,11 @@ def test_writer_failure_carries_ffmpeg_message(tmp_path: Path):
             writer.commit()
     assert list(tmp_path.iterdir()) == []
     assert subprocess.run([ffmpeg.ffmpeg_exe(), "-version"], capture_output=True).returncode == 0
+
+
+def test_count_frames_matches_a_full_decode(tmp_path: Path):
+    from pipeline.media import count_frames
+
+    clip = make_video(tmp_path / "c.mp4", seconds=1.3, fps=30, audio=False)
+    assert count_frames(clip, 25) == len(read_all_frames(clip)) == 33
+    assert count_frames(clip, 25, max_frames=7) == 7
