@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import subprocess
 
 import imageio_ffmpeg
@@ -226,3 +227,33 @@ def test_window_index_and_fps_are_checked():
             audio.mel_window_count(40, bad_fps)
     with pytest.raises(AudioError):
         audio.mel_window_count(0, 25.0)
+
+
+# ---- equality with librosa, which the official features were computed with --------------------------
+
+
+def test_mel_filterbank_equals_librosa():
+    import librosa
+
+    reference = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
+    ours = audio._mel_basis()
+    assert ours.shape == reference.shape == (80, 401)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("length", [150, 400, 401, 799, 16000, 2 * 4096 * 200 + 123])
+def test_blockwise_stft_mel_equals_librosa_stft(length):
+    import librosa
+    from scipy import signal
+
+    wav = (np.random.default_rng(length).standard_normal(length) * 0.3).astype(np.float32)
+    emphasised = signal.lfilter([1.0, -0.97], [1.0], wav.astype(np.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = np.abs(librosa.stft(y=emphasised, n_fft=800, hop_length=200, win_length=800, pad_mode="reflect"))
+    mel_db = 20 * np.log10(np.maximum(1e-5, librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55,
+                                                                   fmax=7600) @ spec)) - 20
+    reference = np.clip(8 * ((mel_db + 100) / 100) - 4, -4, 4)
+    ours = audio.melspectrogram(wav)
+    assert ours.shape == reference.shape == (80, 1 + length // 200)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import functools
 import numbers
-import warnings
 from pathlib import Path
 
-import librosa
 import numpy as np
 from scipy import signal
 
@@ -67,31 +65,81 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     bad = np.count_nonzero(~np.isfinite(wav))
     if bad:
         raise AudioError(f"audio has {bad} NaN or infinite samples; re-export or re-synthesise it")
-    magnitude = _stft_magnitude(_preemphasis(wav.astype(np.float64)))
-    level_db = _amp_to_db(_mel_basis() @ magnitude) - REF_LEVEL_DB
-    mel = _normalize(level_db).astype(np.float32)
+    mel = np.empty((N_MELS, 1 + wav.size // HOP_LENGTH), np.float32)
+    for start in range(0, mel.shape[1], STFT_BLOCK_FRAMES):
+        stop = min(start + STFT_BLOCK_FRAMES, mel.shape[1])
+        magnitude = np.abs(np.fft.rfft(_frames(wav, start, stop) * _window(), n=N_FFT, axis=1)).T
+        mel[:, start:stop] = _normalize(_amp_to_db(_mel_basis() @ magnitude) - REF_LEVEL_DB)
     if not np.isfinite(mel).all():
         raise AudioError("mel spectrogram contains NaN; the audio could not be analysed")
     return mel
+
+
+# STFT frames computed at once: bounds memory for long audio (an hour is ~288,000 frames).
+STFT_BLOCK_FRAMES = 4096
+
+
+def _frames(wav: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """STFT frames ``start``..``stop-1`` of the pre-emphasised signal, centred with reflect padding
+    (librosa's ``stft(center=True, pad_mode="reflect")``), as ``(stop-start, N_FFT) float64``."""
+    pad = N_FFT // 2
+    if wav.size <= pad:  # too short for one reflection: pad the whole (tiny) signal at once
+        padded = np.pad(_preemphasis(wav.astype(np.float64)), pad, mode="reflect")
+        idx = np.arange(start, stop)[:, None] * HOP_LENGTH + np.arange(N_FFT)
+        return padded[idx]
+    idx = np.arange(start, stop)[:, None] * HOP_LENGTH + np.arange(N_FFT) - pad
+    idx = np.abs(idx)  # reflect at the start: -i -> i
+    last = wav.size - 1
+    idx = np.where(idx > last, 2 * last - idx, idx)  # reflect at the end
+    current = wav[idx].astype(np.float64)
+    previous = np.where(idx > 0, wav[np.maximum(idx - 1, 0)], 0.0)  # lfilter starts from rest
+    return current - PREEMPHASIS * previous
 
 
 def _preemphasis(wav: np.ndarray) -> np.ndarray:
     return signal.lfilter([1.0, -PREEMPHASIS], [1.0], wav)
 
 
-def _stft_magnitude(wav: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():
-        # Clips shorter than one STFT frame are valid here (they are padded to one window later).
-        warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
-        spec = librosa.stft(
-            y=wav, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, center=True, pad_mode="reflect"
-        )
-    return np.abs(spec)
+@functools.lru_cache(maxsize=1)
+def _window() -> np.ndarray:
+    """The periodic Hann window librosa's stft uses (``get_window("hann", N_FFT, fftbins=True)``)."""
+    return signal.get_window("hann", WIN_LENGTH, fftbins=True)
 
 
 @functools.lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
-    return librosa.filters.mel(sr=SAMPLE_RATE_HZ, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN_HZ, fmax=FMAX_HZ)
+    """``(N_MELS, N_FFT // 2 + 1)`` Slaney-style mel filterbank, as ``librosa.filters.mel`` builds it
+    with its defaults (``htk=False``, ``norm="slaney"``); written out so that no numba-compiled module is
+    loaded at run time (tests compare it with librosa's)."""
+    fft_hz = np.linspace(0.0, SAMPLE_RATE_HZ / 2.0, N_FFT // 2 + 1)
+    mel_edges = np.linspace(_hz_to_mel(FMIN_HZ), _hz_to_mel(FMAX_HZ), N_MELS + 2)
+    edges_hz = _mel_to_hz(mel_edges)
+    widths = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # equal area per band
+    return weights.astype(np.float32)
+
+
+# The Slaney mel scale: linear below 1 kHz, logarithmic above.
+_MEL_LINEAR_HZ_PER_MEL = 200.0 / 3
+_MEL_BREAK_HZ = 1000.0
+_MEL_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float) -> float:
+    if hz < _MEL_BREAK_HZ:
+        return hz / _MEL_LINEAR_HZ_PER_MEL
+    return _MEL_BREAK_HZ / _MEL_LINEAR_HZ_PER_MEL + np.log(hz / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    break_mel = _MEL_BREAK_HZ / _MEL_LINEAR_HZ_PER_MEL
+    linear = _MEL_LINEAR_HZ_PER_MEL * mels
+    logarithmic = _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (mels - break_mel))
+    return np.where(mels >= break_mel, logarithmic, linear)
 
 
 def _amp_to_db(amplitude: np.ndarray) -> np.ndarray:
