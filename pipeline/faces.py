@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import torch
-import torchvision
 from tqdm import tqdm
 
 from pipeline.checkpoints import load_state_dict
@@ -189,7 +188,7 @@ def decode_detections(
     for frame_boxes, frame_scores, frame_points in zip(boxes, scores[:, :, 1], points):
         keep = frame_scores > score_threshold
         frame_boxes, frame_scores, frame_points = frame_boxes[keep], frame_scores[keep], frame_points[keep]
-        order = torchvision.ops.nms(frame_boxes, frame_scores, nms_iou)
+        order = _nms(frame_boxes, frame_scores, nms_iou)
         rows = torch.cat([frame_boxes, frame_scores.unsqueeze(1), frame_points], dim=1)[order]
         results.append(rows.cpu().numpy().astype(np.float32).reshape(-1, DETECTION_COLUMNS))
     return results
@@ -329,6 +328,14 @@ def _check_state_dict(
             f"{path} is not a {model} checkpoint ({'; '.join(problems)}); give the matching file or set "
             f"detect.model to the detector it belongs to ({others})"
         )
+
+
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+    # torchvision is imported here, not at the top: it costs ~170 MB and seconds, and a run with a
+    # fixed --box never detects.
+    import torchvision
+
+    return torchvision.ops.nms(boxes, scores, iou)
 
 
 def _facexlib_module(name: str) -> Any:
