@@ -12,7 +12,15 @@ import traceback
 import warnings
 from typing import Any
 
-from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Interrupted, LipSyncError
+from pipeline.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    InputError,
+    Interrupted,
+    LipSyncError,
+)
 
 DESCRIPTION = """\
 Make a talking-head video: the face in VIDEO (a video or a photo) speaks the given script or audio,
@@ -29,8 +37,25 @@ Weights live in weights/ (see weights/README.md; fetch with: python -m pipeline.
 Exit codes: 0 success, 2 bad input or usage, 3 missing or bad weights, 130 interrupted, 1 other."""
 
 
+class UsageError(InputError):
+    """A command-line usage mistake (unknown flag, missing value): exit code 2, one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` instead of printing the usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = "see run_pipeline.py --help"
+        if "expected one argument" in message:
+            hint = f"a file name that starts with '-' is written --video=-name.mp4 or ./-name.mp4; {hint}"
+        raise UsageError(f"{message} ({hint})")
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="run_pipeline.py", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _add_io_flags(parser.add_argument_group("inputs and output"))
@@ -162,10 +187,20 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits with code 2 on a usage error
-    debug = bool(args.debug)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return the process exit code.
+
+    Usage mistakes, bad inputs and failures print one ``error: ...`` line on stderr (``--debug`` adds
+    the traceback); SIGTERM and Ctrl-C stop the run with exit code 130 and leave no output behind.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _report(exc, exc.exit_code, debug)
+    except SystemExit as exc:  # --help: argparse printed it and asked to exit
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in STOP_SIGNALS}
     try:
         return _dispatch(args)
     except LipSyncError as exc:
@@ -175,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into one line
         return _report(exc, EXIT_FAILURE, debug)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -205,7 +241,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _raise_interrupted(signum: int, frame: object) -> None:
+def _on_stop_signal(signum: int, frame: object) -> None:
+    """Stop the run: Ctrl-C raises KeyboardInterrupt, SIGTERM :class:`Interrupted`.
+
+    Further stop signals are ignored from here on, so that a second Ctrl-C cannot cut short the
+    clean-up (killing ffmpeg, deleting the temporary output) that the first one started.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Interrupted("terminated (SIGTERM); no output was written")
 
 
