@@ -9,6 +9,7 @@ ffmpeg prints about its input.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -35,11 +36,17 @@ def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        found = imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError) as exc:
         raise FFmpegError(
             "ffmpeg not found: install it (apt-get install ffmpeg) or `pip install imageio-ffmpeg`"
         ) from exc
+    if not (os.path.isfile(found) and os.access(found, os.X_OK)):  # IMAGEIO_FFMPEG_EXE is not checked
+        raise FFmpegError(
+            f"ffmpeg at {found} (from IMAGEIO_FFMPEG_EXE or imageio-ffmpeg) is not an executable file; "
+            "fix IMAGEIO_FFMPEG_EXE or install ffmpeg (apt-get install ffmpeg)"
+        )
+    return found
 
 
 def ffmpeg_version() -> str:
@@ -225,7 +232,10 @@ def probe(path: str | Path, role: str = "input") -> MediaInfo:
     result = subprocess.run(probe_args(path), capture_output=True, check=False)
     stderr = result.stderr.decode("utf-8", "replace")
     if "Input #0" not in stderr:
-        raise InputError(f"{role} {path} is not a media file ffmpeg can read: {essential_stderr(stderr)}")
+        raise InputError(
+            f"{role} {path} is not a media file ffmpeg can read ({essential_stderr(stderr)}); "
+            "give a video, photo or audio file"
+        )
     return parse_probe(path, stderr)
 
 
@@ -234,8 +244,14 @@ def check_readable_file(path: Path, role: str) -> None:
         raise InputError(f"{role} not found: {path}")
     if path.is_dir():
         raise InputError(f"{role} is a directory, expected a file: {path}")
+    if not path.is_file():  # opening a FIFO would block; sockets and devices are no media files
+        raise InputError(f"{role} {path} is not a regular file (a pipe, socket or device); save it to a file")
     try:
         with open(path, "rb") as handle:
-            handle.read(1)
+            empty = not handle.read(1)
     except OSError as exc:
-        raise InputError(f"{role} {path} cannot be read: {exc.strerror}") from exc
+        raise InputError(
+            f"{role} {path} cannot be read ({exc.strerror}); check that it is a regular file you may read"
+        ) from exc
+    if empty:
+        raise InputError(f"{role} {path} is empty (0 bytes); give the complete file (was a copy cut short?)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +11,18 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import InputError
 
 OUTPUT_SUFFIXES = {".mp4", ".mov", ".mkv"}
+X264_CRF_RANGE = (0, 51)  # constant rate factor of 8-bit libx264: 0 lossless .. 51 worst
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 DEFAULT_RESULTS_DIR = Path("results")
 
 
@@ -31,10 +43,16 @@ def check_inputs(config: PipelineConfig) -> RenderInputs:
     video = Path(config.video)
     info = ffmpeg.probe(video, "video")
     if not info.has_video:
-        raise InputError(f"video {video} has no video stream (is it an audio file?)")
+        raise InputError(
+            f"video {video} has no video stream (an audio file?); pass a face video or photo with --video"
+        )
     script, audio = _speech_source(config)
     output = output_path(config.output.path, video)
-    check_output(output, [video] + ([audio] if audio else []))
+    sources = [video] + ([audio] if audio else [])
+    check_output(output, sources)
+    if config.output.save_audio:
+        check_save_audio(Path(config.output.save_audio), sources)
+    check_encoder_settings(config.output.crf, config.output.preset)
     return RenderInputs(video, info.is_image, output, choose_device(config.device), audio, script)
 
 
@@ -46,20 +64,23 @@ def _speech_source(config: PipelineConfig) -> tuple[str | None, Path | None]:
             ("--text-string", config.text_string),
             ("--audio", config.audio),
         )
-        if value
+        if value is not None
     ]
     if len(given) != 1:
         what = "none" if not given else " and ".join(given)
         raise InputError(f"give exactly one of --text FILE, --text-string TEXT or --audio FILE (got {what})")
-    if config.audio:
+    if config.audio is not None:
         audio = Path(config.audio)
         if not ffmpeg.probe(audio, "audio").has_audio:
             raise InputError(f"audio {audio} has no audio stream")
         return None, audio
-    if config.text:
+    if config.text is not None:
         from tts import read_script
 
         return read_script(config.text), None
+    from tts.text import check_speakable
+
+    check_speakable(config.text_string, where="the --text-string script")
     return config.text_string, None
 
 
@@ -82,9 +103,42 @@ def check_output(output: Path, inputs: list[Path]) -> None:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the output folder {output.parent}: {exc.strerror}") from exc
-    if not os.access(output.parent, os.W_OK):
-        raise InputError(f"output folder {output.parent} is not writable")
+        raise InputError(
+            f"cannot create the output folder {output.parent} ({exc.strerror}); "
+            "choose an -o/--output inside a folder you can write to"
+        ) from exc
+    check_writable_folder(output.parent, output)
+
+
+def check_writable_folder(folder: Path, output: Path) -> None:
+    """Create and delete a hidden probe file in ``folder``: permissions alone do not tell (root,
+    read-only mounts, /proc), and finding out only when the encoder opens the file wastes the run."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{output.stem}.partial-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"output folder {folder} is not writable ({exc.strerror}); choose another -o/--output"
+        ) from exc
+
+
+def check_save_audio(path: Path, sources: list[Path]) -> None:
+    """``--save-audio`` must be a ``.wav`` path that is none of the input files."""
+    if path.suffix.lower() != ".wav":
+        raise InputError(f"--save-audio {path} must end in .wav")
+    if any(path.resolve() == source.resolve() for source in sources):
+        raise InputError(f"--save-audio {path} is one of the input files; choose another file name")
+
+
+def check_encoder_settings(crf: int, preset: str) -> None:
+    """The H.264 settings, checked before any work (libx264 would refuse them only at the end)."""
+    low, high = X264_CRF_RANGE
+    if not low <= crf <= high:
+        raise InputError(
+            f"--crf {crf} is outside libx264's {low}..{high} (lower is better; 18 is the default)"
+        )
+    if preset not in X264_PRESETS:
+        raise InputError(f"output.preset {preset!r} is not a libx264 preset: {', '.join(X264_PRESETS)}")
 
 
 def choose_device(requested: str) -> str:
