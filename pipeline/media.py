@@ -160,7 +160,7 @@ class VideoWriter:
             raise ValueError(f"frames of shape {frames.shape} {frames.dtype} do not fit the encoder")
         try:
             assert self._process.stdin is not None
-            self._process.stdin.write(np.ascontiguousarray(frames).tobytes())
+            self._process.stdin.write(memoryview(np.ascontiguousarray(frames)).cast("B"))  # no copy
         except BrokenPipeError as exc:
             self._process.wait()
             raise FFmpegError(f"encoding {self.output} failed: {self._stderr.essential()}") from exc

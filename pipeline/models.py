@@ -10,14 +10,16 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.config import PipelineConfig
-from pipeline.faces import FaceTrack
 from pipeline.media import FrameSize
 from pipeline.types import FaceBox, FrameBatch
+
+if TYPE_CHECKING:  # pipeline.faces imports torch: only the stages that run need it
+    from pipeline.faces import FaceTrack
 
 RESTORER_WEIGHTS = {"gfpgan": "gfpgan_v1.4", "codeformer": "codeformer"}
 DETECTOR_WEIGHTS = {
@@ -76,7 +78,7 @@ class Models:
         from pipeline import faces
 
         boxes = faces.fixed_box_track(self.config.detect.box, n_frames, (size.height, size.width))
-        track = FaceTrack(faces=tuple(boxes), frames_without_face=sum(box is None for box in boxes))
+        track = faces.FaceTrack(faces=tuple(boxes), frames_without_face=sum(box is None for box in boxes))
         return self._for_restoration(track)
 
     def _for_restoration(self, track: FaceTrack) -> FaceTrack:

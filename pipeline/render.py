@@ -13,13 +13,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from pipeline import timeline
 from pipeline.config import PipelineConfig
-from pipeline.faces import FaceTrack
 from pipeline.frames import iter_input_frames, iter_output_frames
 from pipeline.inputs import RenderInputs, check_inputs
 from pipeline.media import FrameSize, VideoWriter, count_frames, read_first_frame
@@ -27,6 +27,13 @@ from pipeline.models import Models, load_models, resolve_weights
 from pipeline.prefetch import BackgroundConsumer, prefetch
 from pipeline.speech import SpeechTrack, prepare_speech
 from pipeline.types import FrameBatch
+
+if TYPE_CHECKING:
+    from pipeline.faces import FaceTrack
+
+# Bytes of decoded BGR frames per streaming batch (64 MiB: 32 frames at 480p, 10 at 1080p, 2 at 4K).
+# The decoder thread, the models and the encoder thread hold up to about eight batches between them.
+FRAME_BATCH_MAX_BYTES = 64 << 20
 
 
 @dataclass
@@ -126,10 +133,11 @@ def _track(
         n_frames = 1 if inputs.is_still else count_frames(inputs.video, fps, n_output)
         times.add("decode", time.perf_counter() - t0)
         return models.fixed_box_track(n_frames, size)
+    batch = frames_per_batch(config.detect.batch_size, size)
     batches = (
         iter([first[None]])
         if inputs.is_still
-        else prefetch(iter_input_frames(inputs.video, size, fps, config.detect.batch_size, n_output))
+        else prefetch(iter_input_frames(inputs.video, size, fps, batch, n_output))
     )
     decode_before, start = times.seconds.get("decode", 0.0), time.perf_counter()
     track = models.track_faces(times.timed("decode", batches), size, progress=not config.quiet)
@@ -182,14 +190,24 @@ def _frame_batches(
     size: FrameSize,
     first: np.ndarray,
 ) -> Iterator[FrameBatch]:
-    """Output frames in order, each batch with its faces and mel windows."""
-    still = first if inputs.is_still else None
-    frames = iter_output_frames(inputs.video, size, config.output.fps, indices, config.frame_batch, still)
+    """Output frames in order, each batch with its faces and mel windows.
+
+    A video of one frame is repeated from memory like a photo (not decoded again for every frame).
+    """
+    still = first if inputs.is_still or len(track.faces) == 1 else None
+    batch = frames_per_batch(config.frame_batch, size)
+    frames = iter_output_frames(inputs.video, size, config.output.fps, indices, batch, still)
     start = 0
     for chunk in frames:
         faces = tuple(track.faces[i] for i in indices[start : start + len(chunk)])
         yield FrameBatch(start, chunk, faces, speech.mel_windows(start, len(chunk)))
         start += len(chunk)
+
+
+def frames_per_batch(requested: int, size: FrameSize) -> int:
+    """``requested`` frames per streaming batch, fewer for large frames so that one batch of decoded
+    frames stays under ``FRAME_BATCH_MAX_BYTES`` (a few batches are in flight at once); at least 1."""
+    return max(1, min(int(requested), FRAME_BATCH_MAX_BYTES // size.frame_bytes))
 
 
 def with_output(config: PipelineConfig, path: str) -> PipelineConfig:
