@@ -9,6 +9,8 @@ by :func:`canonicalize_state_dict` (``params_ema`` / ``params`` / ``state_dict``
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +22,8 @@ from pipeline.errors import MissingWeightsError, WeightsError
 
 # Wrapper keys seen in released checkpoints, tried in this order (GFPGAN/CodeFormer keep the EMA copy).
 STATE_DICT_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")
+# What torch's weights-only unpickler names when it refuses a file (a global or an opcode).
+_REFUSED = re.compile(r"(Unsupported (?:global: GLOBAL \S+|operand \d+|class \S+)|\w+ is not supported)")
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
@@ -35,15 +39,18 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     if path.stat().st_size == 0:
         raise WeightsError(f"{what} file is empty: {path} (delete it and fetch it again)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on unusual pickle protocols; the refusal says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise WeightsError(
-            f"{what} file {path} was refused by the safe loader (it holds objects other than tensors, "
-            f"possibly code): {_first_line(exc)}. Use a checkpoint from the official source."
+            f"{what} file {path} was refused by the safe loader: it holds objects other than tensors "
+            f"({_refusal_reason(exc)}); unpickling such objects can run code; use the checkpoint from its "
+            "official source (python -m pipeline.weights fetch)"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise WeightsError(
-            f"{what} file {path} is corrupt or truncated ({_first_line(exc)}); "
+            f"{what} file {path} is corrupt or truncated ({_first_sentence(exc)}); "
             "delete it and fetch it again (python -m pipeline.weights fetch)"
         ) from exc
     if not isinstance(data, Mapping):
@@ -83,6 +90,17 @@ def _strip_prefix(key: str) -> str:
     while key.startswith("module."):
         key = key[len("module.") :]
     return key
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """The object torch's safe unpickler refused ("Unsupported global: GLOBAL os.system", ...)."""
+    match = _REFUSED.search(str(exc))
+    return match.group(1).strip() if match else "objects the safe loader does not allow"
+
+
+def _first_sentence(exc: BaseException) -> str:
+    line = _first_line(exc)
+    return line.split(". ", 1)[0].rstrip(".")
 
 
 def _first_line(exc: BaseException) -> str:
