@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.adaptive_batch import AdaptiveBatch
 from pipeline.config import RestoreConfig
 from pipeline.errors import ConfigError, WrongModelError
 from pipeline.types import FrameBatch
@@ -57,6 +58,7 @@ class FaceRestoreStage:
         self.cfg = cfg
         self.parser = parser if cfg.parsing else None
         self.bg_upsampler = bg_upsampler if cfg.upscale > 1 else None
+        self.batches = AdaptiveBatch(cfg.batch_size, "face restoration")
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """Output frame ``(width, height)`` in pixels for an input of ``width`` x ``height``."""
@@ -96,19 +98,21 @@ class FaceRestoreStage:
         return indices, stacked, affines
 
     def _restore(self, crops: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Restored faces and their blend masks (``None``: square mask), ``self.batches.size`` faces per
+        forward pass (halved and retried when the GPU runs out of memory)."""
         restored: list[np.ndarray] = []
         masks: list[np.ndarray | None] = []
-        for start in range(0, len(crops), self.cfg.batch_size):
-            faces = self.restorer.restore_aligned(
-                crops[start : start + self.cfg.batch_size], self.cfg.fidelity
-            )
+        for faces, face_masks in self.batches.map(len(crops), lambda a, b: self._restore_batch(crops[a:b])):
             restored.extend(faces)
-            if self.parser is None:
-                masks.extend([None] * len(faces))
-            else:
-                size = self.restorer.face_size
-                masks.extend(parsing_face_mask(labels, size) for labels in self.parser.parse(faces))
+            masks.extend(face_masks)
         return restored, masks
+
+    def _restore_batch(self, crops: np.ndarray) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        faces = self.restorer.restore_aligned(crops, self.cfg.fidelity)
+        if self.parser is None:
+            return faces, [None] * len(faces)
+        size = self.restorer.face_size
+        return faces, [parsing_face_mask(labels, size) for labels in self.parser.parse(faces)]
 
     def _upscale(self, frames: np.ndarray) -> np.ndarray:
         factor = self.cfg.upscale

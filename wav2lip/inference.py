@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.adaptive_batch import AdaptiveBatch
 from pipeline.config import Wav2LipConfig
 from pipeline.errors import AudioError, ConfigError, NoFaceError
 from pipeline.types import FaceBox, FrameBatch
@@ -88,23 +89,26 @@ def forward_generator(
     model: nn.Module,
     face_inputs: np.ndarray,
     mel_inputs: np.ndarray,
-    batch_size: int,
+    batch_size: int | AdaptiveBatch,
     device: str | torch.device,
 ) -> np.ndarray:
     """Run ``model`` (eval mode) over ``(N, 6, 96, 96)`` faces and ``(N, 1, 80, 16)`` mels in batches.
 
     Returns ``(N, 3, 96, 96) float32`` BGR in [0, 1]. On CUDA the forward runs under float16 autocast.
-    Each face is computed independently, so the result does not depend on ``batch_size``.
+    Each face is computed independently, so the result does not depend on ``batch_size``. Out of GPU
+    memory, the batch is halved and retried (an :class:`AdaptiveBatch` passed in keeps the smaller size).
     """
     device = torch.device(device)
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(face_inputs), batch_size):
-            faces = torch.from_numpy(face_inputs[start : start + batch_size]).to(device)
-            mels = torch.from_numpy(mel_inputs[start : start + batch_size]).to(device)
-            with _autocast(device):
-                pred = model(mels, faces)
-            outputs.append(pred.float().cpu().numpy())
+    batches = batch_size if isinstance(batch_size, AdaptiveBatch) else AdaptiveBatch(batch_size, "lip-sync")
+
+    def run(start: int, stop: int) -> np.ndarray:
+        faces = torch.from_numpy(face_inputs[start:stop]).to(device)
+        mels = torch.from_numpy(mel_inputs[start:stop]).to(device)
+        with torch.inference_mode(), _autocast(device):
+            pred = model(mels, faces)
+        return pred.float().cpu().numpy()
+
+    outputs = batches.map(len(face_inputs), run)
     if not outputs:
         return np.zeros((0, 3, FACE_SIZE, FACE_SIZE), np.float32)
     return np.concatenate(outputs)
@@ -162,7 +166,7 @@ def lipsync_frames(
     frames: np.ndarray,
     boxes: Sequence[FaceBox | None],
     mels: np.ndarray,
-    batch_size: int,
+    batch_size: int | AdaptiveBatch,
     device: str | torch.device,
     paste: str = "feather",
     feather_px: float = 6,
@@ -213,7 +217,12 @@ class LipSyncer:
         self.model = model.eval()
         self.cfg = cfg
         self.device = torch.device(device)
-        self.batch_size = resolve_batch_size(cfg.batch_size, self.device)
+        self.batches = AdaptiveBatch(resolve_batch_size(cfg.batch_size, self.device), "lip-sync")
+
+    @property
+    def batch_size(self) -> int:
+        """Faces per generator forward now (halved from the configured size after out-of-memory errors)."""
+        return self.batches.size
 
     def process(self, batch: FrameBatch) -> FrameBatch:
         """Lip-sync one batch (see :func:`lipsync_frames`); returns a new batch, same faces and mel."""
@@ -222,7 +231,7 @@ class LipSyncer:
             batch.frames,
             batch.faces,
             batch.mel,
-            self.batch_size,
+            self.batches,
             self.device,
             self.cfg.paste,
             self.cfg.feather_px,
