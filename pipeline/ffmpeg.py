@@ -24,6 +24,8 @@ AUDIO_BITRATE = "128k"
 DEINTERLACE_FILTER = "bwdif=mode=send_frame:deint=interlaced"
 # H.264 with yuv420p needs even dimensions: crop a trailing odd row/column.
 EVEN_CROP_FILTER = "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"
+# Lower-case words that mark an ffmpeg stderr line as reporting a failure.
+STDERR_ERROR_WORDS = ("error", "invalid", "no such", "unknown", "not found", "unsupported", "denied")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -60,12 +62,19 @@ def file_arg(path: str | Path) -> str:
 
 
 def essential_stderr(stderr: bytes | str, limit: int = 300) -> str:
-    """The most telling line of ffmpeg's stderr (the last non-empty one, trimmed)."""
+    """The telling part of ffmpeg's stderr, one line of at most ``limit`` characters.
+
+    ffmpeg names the cause first ("Unknown encoder 'x'") and the consequence last ("Error opening
+    output files: Encoder not found"): both are kept when they differ. Without error lines, the last
+    non-empty line.
+    """
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "rror" in ln or "nvalid" in ln or "No such" in ln]
-    line = (errors or lines or ["(no message)"])[-1]
-    return line[:limit]
+    errors = [ln for ln in lines if any(word in ln.lower() for word in STDERR_ERROR_WORDS)]
+    if not errors:
+        return (lines or ["(no message)"])[-1][:limit]
+    first, last = errors[0], errors[-1]
+    return (first if first == last else f"{first} ({last})")[:limit]
 
 
 # --- argument builders (pure) --------------------------------------------------------------------

@@ -72,7 +72,7 @@ def _speech_source(config: PipelineConfig) -> tuple[str | None, Path | None]:
     if config.audio is not None:
         audio = Path(config.audio)
         if not ffmpeg.probe(audio, "audio").has_audio:
-            raise InputError(f"audio {audio} has no audio stream")
+            raise InputError(f"audio {audio} has no audio stream; pass a speech recording with --audio")
         return None, audio
     if config.text is not None:
         from tts import read_script
