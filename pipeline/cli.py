@@ -52,6 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LIBRARY_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +232,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        for category in LIBRARY_WARNINGS:  # notes for developers of the libraries, not for users
+            warnings.simplefilter("ignore", category)
         summary = pipeline.run(config)
     if not config.quiet:
         print(summary.format())

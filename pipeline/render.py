@@ -160,9 +160,12 @@ def _render(
 ) -> None:
     """Decode (thread) -> lip-sync -> restore (this thread) -> encode (thread), batch by batch."""
     batches = prefetch(_frame_batches(config, inputs, speech, track, indices, size, first))
-    bar = tqdm(total=len(indices), desc="render", unit="frame", disable=config.quiet)
     out = config.output
-    with VideoWriter(inputs.output, out_size, config.output.fps, out.crf, out.preset, speech.audio) as writer:
+    # The bar is closed on any way out, so that an error message starts on a line of its own.
+    with (
+        tqdm(total=len(indices), desc="render", unit="frame", disable=config.quiet) as bar,
+        VideoWriter(inputs.output, out_size, out.fps, out.crf, out.preset, speech.audio) as writer,
+    ):
         encoder = BackgroundConsumer(writer.write)
         try:
             for item in times.timed("decode", batches):
@@ -178,7 +181,6 @@ def _render(
         finally:
             encoder.cancel()
             batches.close()
-    bar.close()
 
 
 def _frame_batches(
