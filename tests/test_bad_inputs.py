@@ -296,6 +296,15 @@ ERRORS = {
         3,
         ("holds a RetinaFace face detector", "not the Wav2Lip generator"),
     ),
+    "weights-of-gfpgan": Fails(
+        _w2l(lambda e, t: str(write_official_checkpoint("gfpgan_v1_clean_512", t / "GFPGANv1.4.pth"))),
+        3,
+        (
+            "{tmp}/GFPGANv1.4.pth holds a GFPGAN face restorer",
+            "not the Wav2Lip generator",
+            "pass the right file",
+        ),
+    ),
     "weights-old-pickle": Fails(_w2l(old_pickle), 3, ("GLOBAL argparse.Namespace", *REFUSED)),
     "weights-pickle-payload": Fails(
         _w2l(payload_checkpoint), 3, ("{tmp}/evil.pth", "GLOBAL io.open", *REFUSED)
