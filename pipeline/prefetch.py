@@ -18,7 +18,7 @@ _DONE = object()
 QUEUE_POLL_S = 0.1  # how often a blocked thread checks whether it was told to stop
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """Yield ``items`` while a thread produces up to ``depth`` of them ahead."""
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -57,7 +57,7 @@ class BackgroundConsumer:
     drops what is queued.
     """
 
-    def __init__(self, consume: Callable[[Any], None], depth: int = 2) -> None:
+    def __init__(self, consume: Callable[[Any], None], depth: int = 1) -> None:
         self._consume = consume
         self._slots: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
