@@ -1,8 +1,10 @@
 """The input video as a stream of frames in output order, in bounded batches.
 
 Forward runs are one sequential decode; backward runs (the "pong" of a ping-pong extension) decode
-bounded chunks forward and reverse each in memory, so no more than one chunk is ever held. A still
-image (one frame) is decoded once and repeated.
+bounded chunks forward and reverse each in memory, so no more than one chunk is ever held. A clip short
+enough to fit in ``LOOP_CACHE_BYTES`` that has to loop is decoded once and played from memory (a 2 s
+clip under an hour of speech would otherwise start ffmpeg thousands of times). A still image (one
+frame) is decoded once and repeated.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 from pipeline import timeline
 from pipeline.media import FrameSize, VideoReader
 
-BACKWARD_CHUNK_BYTES = 256 << 20  # upper bound on frames held to play a stretch backward
+BACKWARD_CHUNK_BYTES = 128 << 20  # upper bound on frames held to play a stretch backward
+LOOP_CACHE_BYTES = 256 << 20  # a looping clip up to this size is decoded once and kept in memory
 
 
 def iter_input_frames(
@@ -38,9 +41,27 @@ def iter_output_frames(
     if still is not None:
         yield from _repeat_still(still, len(indices), batch_size)
         return
+    n_input = int(indices.max()) + 1 if len(indices) else 0
+    loops = len(indices) > n_input
+    if loops and n_input * size.frame_bytes <= LOOP_CACHE_BYTES:
+        clip = decode_frames(path, size, fps, 0, n_input)
+        for start in range(0, len(indices), batch_size):
+            yield clip[indices[start : start + batch_size]]
+        return
     chunk_frames = max(batch_size, BACKWARD_CHUNK_BYTES // size.frame_bytes)
     pieces = (_run_frames(path, size, fps, run, batch_size, chunk_frames) for run in timeline.runs(indices))
     yield from rebatch((batch for piece in pieces for batch in piece), batch_size)
+
+
+def decode_frames(path: Path, size: FrameSize, fps: float, start: int, count: int) -> np.ndarray:
+    """Frames ``start`` .. ``start+count-1`` as one ``(n, H, W, 3) uint8`` array (n <= count)."""
+    out = np.empty((count, size.height, size.width, 3), np.uint8)
+    filled = 0
+    with VideoReader(path, size, fps, max(1, min(count, 16)), start, count) as reader:
+        for batch in reader:
+            out[filled : filled + len(batch)] = batch
+            filled += len(batch)
+    return out[:filled]
 
 
 def _run_frames(
@@ -51,9 +72,8 @@ def _run_frames(
             yield from reader
         return
     for start, stop in timeline.backward_chunks(run, chunk_frames):
-        with VideoReader(path, size, fps, chunk_frames, start, stop - start) as reader:
-            chunk = np.concatenate(list(reader)) if stop > start else None
-        if chunk is not None:
+        chunk = decode_frames(path, size, fps, start, stop - start)
+        if len(chunk):
             yield chunk[::-1]
 
 

@@ -41,3 +41,21 @@ def test_rebatch_keeps_order_and_sizes():
     out = list(rebatch(iter(parts), 4))
     assert [len(b) for b in out] == [4, 4, 4, 4, 4]
     assert np.concatenate(out)[:, 0].tolist() == list(range(20))
+
+
+def test_output_frames_follow_the_indices_from_cache_and_from_chunks(tmp_path, monkeypatch):
+    from pipeline import frames as frames_module
+    from pipeline.media import FrameSize
+    from tests.media_fixtures import make_video, read_all_frames
+
+    clip = make_video(tmp_path / "c.mp4", seconds=0.5, fps=25, size="64x48", audio=False)
+    source = read_all_frames(clip)
+    indices = timeline.source_indices(len(source), 61)
+    size = FrameSize(64, 48)
+    cached = np.concatenate(list(frames_module.iter_output_frames(clip, size, 25, indices, 8)))
+    assert np.array_equal(cached, source[indices])
+    monkeypatch.setattr(frames_module, "LOOP_CACHE_BYTES", 0)  # force chunked decoding
+    monkeypatch.setattr(frames_module, "BACKWARD_CHUNK_BYTES", 64 * 48 * 3 * 3)
+    batches = list(frames_module.iter_output_frames(clip, size, 25, indices, 8))
+    assert [len(b) for b in batches[:-1]] == [8] * (len(batches) - 1)
+    assert np.array_equal(np.concatenate(batches), source[indices])
