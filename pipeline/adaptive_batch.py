@@ -13,13 +13,9 @@ from typing import TypeVar
 
 import torch
 
-from pipeline.errors import LipSyncError
+from pipeline.errors import OutOfMemory
 
 T = TypeVar("T")
-
-
-class OutOfMemory(LipSyncError):
-    """Even a batch of one item does not fit in the device's memory (exit code 1)."""
 
 
 class AdaptiveBatch:

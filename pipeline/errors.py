@@ -64,6 +64,10 @@ class FFmpegError(LipSyncError):
     """ffmpeg is missing or failed; the message carries its essential stderr line."""
 
 
+class OutOfMemory(LipSyncError):
+    """Even a batch of one item does not fit in the device's memory (exit code 1)."""
+
+
 class EngineUnavailableError(LipSyncError):
     """An optional engine (TTS, CUDA) is not installed or not usable here."""
 

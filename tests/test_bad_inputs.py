@@ -592,8 +592,8 @@ def test_lipsync_out_of_memory_halves_the_batch_and_matches_a_normal_run(generat
 
 
 def test_lipsync_out_of_memory_at_batch_1_is_an_error_and_other_errors_pass(generator):
-    from pipeline.adaptive_batch import OutOfMemory
     from pipeline.config import Wav2LipConfig
+    from pipeline.errors import OutOfMemory
     from wav2lip.inference import LipSyncer
 
     batch = _batch(2, [True, True])
