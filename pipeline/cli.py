@@ -28,7 +28,8 @@ with lips synced by Wav2Lip and the face restored by GFPGAN or CodeFormer.
 
 examples:
   python run_pipeline.py --text script.txt --video face.mp4
-  python run_pipeline.py --audio speech.wav --video face.jpg -o out/talk.mp4 --restorer codeformer --fidelity 1.0
+  python run_pipeline.py --audio speech.wav --video face.jpg -o out/talk.mp4 --restorer codeformer
+  python run_pipeline.py --text script.txt --video face.mp4 --restorer codeformer --fidelity 1.0
   python run_pipeline.py --text-string "Hello there" --video face.mp4 --restorer none --box 40 300 80 280
   python run_pipeline.py --check        # report ffmpeg, TTS engines, device and weight files
 
@@ -175,10 +176,12 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "clone_voice_from_video": args.clone_voice_from_video,
         },
         "detect": {
-            "model": args.detector, "checkpoint": args.detector_checkpoint, "box": args.box, "pads": args.pads,
-            "nosmooth": args.nosmooth, "face": args.face,
+            "model": args.detector, "checkpoint": args.detector_checkpoint, "box": args.box,
+            "pads": args.pads, "nosmooth": args.nosmooth, "face": args.face,
         },
-        "wav2lip": {"checkpoint": args.wav2lip_checkpoint, "batch_size": args.batch_size, "paste": args.paste},
+        "wav2lip": {
+            "checkpoint": args.wav2lip_checkpoint, "batch_size": args.batch_size, "paste": args.paste,
+        },
         "restore": {
             "restorer": args.restorer, "checkpoint": args.restorer_checkpoint, "fidelity": args.fidelity,
             "batch_size": args.restore_batch, "upscale": args.upscale, "bg_upsampler": args.bg_upsampler,

@@ -10,21 +10,53 @@ import numpy as np
 from pipeline.ffmpeg import ffmpeg_exe
 
 
-def make_video(path: Path, seconds: float = 1.0, fps: float = 25, size: str = "160x120", audio: bool = True,
-               extra: list[str] | None = None, source: str = "testsrc") -> Path:
+def make_video(
+    path: Path,
+    seconds: float = 1.0,
+    fps: float = 25,
+    size: str = "160x120",
+    audio: bool = True,
+    extra: list[str] | None = None,
+    source: str = "testsrc",
+) -> Path:
     """A ``testsrc`` clip (with a 440 Hz tone when ``audio``) written to ``path``."""
-    args = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
-            "-i", f"{source}=size={size}:rate={fps}:duration={seconds}"]
+    args = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"{source}=size={size}:rate={fps}:duration={seconds}",
+    ]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
-    args += ["-c:v", "libx264", "-pix_fmt", "yuv444p" if _odd(size) else "yuv420p"] + (extra or []) + [str(path)]
+    args += (
+        ["-c:v", "libx264", "-pix_fmt", "yuv444p" if _odd(size) else "yuv420p"] + (extra or []) + [str(path)]
+    )
     subprocess.run(args, check=True)
     return path
 
 
-def make_tone(path: Path, seconds: float = 1.0, frequency: float = 440, rate: int = 44100, channels: int = 1) -> Path:
-    args = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
-            "-i", f"sine=frequency={frequency}:duration={seconds}:sample_rate={rate}", "-ac", str(channels), str(path)]
+def make_tone(
+    path: Path, seconds: float = 1.0, frequency: float = 440, rate: int = 44100, channels: int = 1
+) -> Path:
+    args = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency={frequency}:duration={seconds}:sample_rate={rate}",
+        "-ac",
+        str(channels),
+        str(path),
+    ]
     subprocess.run(args, check=True)
     return path
 

@@ -29,7 +29,10 @@ def test_precedence_defaults_then_yaml_then_flags(tmp_path: Path):
     "overrides, message",
     [
         ({"restore": {"fidelty": 1.0}}, "unknown key config.restore.fidelty"),
-        ({"restore": {"restorer": "gfpgann"}}, "config.restore.restorer must be one of gfpgan, codeformer, none"),
+        (
+            {"restore": {"restorer": "gfpgann"}},
+            "config.restore.restorer must be one of gfpgan, codeformer, none",
+        ),
         ({"output": {"crf": "high"}}, "config.output.crf must be of type int"),
         ({"detect": {"pads": [1, 2, 3]}}, "config.detect.pads must be a list of 4 values"),
         ({"quiet": "yes"}, "config.quiet must be of type bool"),

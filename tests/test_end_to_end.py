@@ -31,8 +31,19 @@ def weights(tmp_path_factory) -> dict[str, Path]:
 
 def _render(weights, tmp_path: Path, *extra: str, restorer: str = "none") -> tuple[int, Path]:
     out = tmp_path / "out" / "result.mp4"
-    argv = ["--wav2lip-checkpoint", str(weights["wav2lip"]), "--restorer", restorer, "-o", str(out),
-            "--quiet", "--debug", "--device", "cpu", *extra]
+    argv = [
+        "--wav2lip-checkpoint",
+        str(weights["wav2lip"]),
+        "--restorer",
+        restorer,
+        "-o",
+        str(out),
+        "--quiet",
+        "--debug",
+        "--device",
+        "cpu",
+        *extra,
+    ]
     if restorer == "gfpgan":
         argv += ["--restorer-checkpoint", str(weights["gfpgan"])]
     if "--box" not in extra:
@@ -51,8 +62,17 @@ def _box_args() -> list[str]:
 def test_text_to_video_length_fps_audio_and_mouth(weights, tmp_path: Path):
     clip = make_video(tmp_path / "face.mp4", seconds=1.0)
     speech = tmp_path / "speech.wav"
-    code, out = _render(weights, tmp_path, "--video", str(clip), "--text-string", "Hello world, this is a test.",
-                        "--save-audio", str(speech), *_box_args())
+    code, out = _render(
+        weights,
+        tmp_path,
+        "--video",
+        str(clip),
+        "--text-string",
+        "Hello world, this is a test.",
+        "--save-audio",
+        str(speech),
+        *_box_args(),
+    )
     assert code == 0 and out.exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["result.mp4"]  # no temporary left behind
     duration = decode_audio(speech).duration_s
@@ -85,8 +105,14 @@ def test_audio_input_and_shorter_video_is_ping_ponged(weights, tmp_path: Path):
 
 def test_still_image_becomes_talking_head(weights, tmp_path: Path):
     image = tmp_path / "face.png"
-    subprocess.run([sys.executable, "-c", f"import cv2, numpy as np; cv2.imwrite({str(image)!r}, "
-                    "np.full((121, 161, 3), 90, np.uint8))"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import cv2, numpy as np; cv2.imwrite({str(image)!r}, np.full((121, 161, 3), 90, np.uint8))",
+        ],
+        check=True,
+    )
     tone = make_tone(tmp_path / "tone.wav", seconds=0.8)
     code, out = _render(weights, tmp_path, "--video", str(image), "--audio", str(tone), *_box_args())
     assert code == 0
@@ -95,8 +121,12 @@ def test_still_image_becomes_talking_head(weights, tmp_path: Path):
 
 
 def test_variable_frame_rate_input_has_correct_length(weights, tmp_path: Path):
-    vfr = make_video(tmp_path / "vfr.mkv", seconds=2.0, fps=30,
-                     extra=["-vf", "setpts='PTS+0.02*sin(N)/TB'", "-fps_mode", "vfr"])
+    vfr = make_video(
+        tmp_path / "vfr.mkv",
+        seconds=2.0,
+        fps=30,
+        extra=["-vf", "setpts='PTS+0.02*sin(N)/TB'", "-fps_mode", "vfr"],
+    )
     tone = make_tone(tmp_path / "tone.wav", seconds=1.6)
     code, out = _render(weights, tmp_path, "--video", str(vfr), "--audio", str(tone), *_box_args())
     assert code == 0
@@ -106,8 +136,22 @@ def test_variable_frame_rate_input_has_correct_length(weights, tmp_path: Path):
 def test_missing_weight_override_exit_code_3(weights, tmp_path: Path, capsys):
     clip = make_video(tmp_path / "face.mp4", seconds=0.4)
     missing = tmp_path / "nowhere" / "wav2lip_gan.pth"
-    code = main(["--video", str(clip), "--text-string", "hi", "--wav2lip-checkpoint", str(missing),
-                 "--restorer", "none", "--box", *map(str, BOX), "-o", str(tmp_path / "o.mp4")])
+    code = main(
+        [
+            "--video",
+            str(clip),
+            "--text-string",
+            "hi",
+            "--wav2lip-checkpoint",
+            str(missing),
+            "--restorer",
+            "none",
+            "--box",
+            *map(str, BOX),
+            "-o",
+            str(tmp_path / "o.mp4"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
@@ -118,8 +162,21 @@ def test_missing_weight_override_exit_code_3(weights, tmp_path: Path, capsys):
 def test_missing_default_weights_name_file_source_and_fetch(tmp_path: Path):
     clip = make_video(tmp_path / "face.mp4", seconds=0.4)
     env = {**os.environ, "LIPSYNC_WEIGHTS_DIR": str(tmp_path / "empty")}
-    result = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "--video", str(clip), "--text-string",
-                             "hi", "-o", str(tmp_path / "o.mp4")], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run_pipeline.py"),
+            "--video",
+            str(clip),
+            "--text-string",
+            "hi",
+            "-o",
+            str(tmp_path / "o.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode == 3
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and line.startswith("error: ")
@@ -129,8 +186,19 @@ def test_missing_default_weights_name_file_source_and_fetch(tmp_path: Path):
 
 
 def test_cli_process_reports_one_line_errors(tmp_path: Path):
-    result = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "--video", str(tmp_path / "none.mp4"),
-                             "--text-string", "hi"], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run_pipeline.py"),
+            "--video",
+            str(tmp_path / "none.mp4"),
+            "--text-string",
+            "hi",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: video not found: {tmp_path / 'none.mp4'}"
     assert "Traceback" not in result.stderr
@@ -144,8 +212,16 @@ def _detect_config(tmp_path: Path, threshold: float) -> str:
 
 def test_detector_finding_no_face_is_an_error_before_rendering(weights, tmp_path: Path, capsys):
     clip = make_video(tmp_path / "face.mp4", seconds=0.4)
-    code, out = _render(weights, tmp_path, "--video", str(clip), "--text-string", "hi",
-                        "--config", _detect_config(tmp_path, 1.0))  # no score exceeds 1
+    code, out = _render(
+        weights,
+        tmp_path,
+        "--video",
+        str(clip),
+        "--text-string",
+        "hi",
+        "--config",
+        _detect_config(tmp_path, 1.0),
+    )  # no score exceeds 1
     err = capsys.readouterr().err
     assert code == 2
     assert "no face" in err.lower() and "--box" in err
@@ -157,8 +233,17 @@ def test_detected_landmarks_drive_gfpgan_restoration(weights, tmp_path: Path):
     # its landmarks align the face for GFPGAN, and the restored face is pasted back.
     clip = make_video(tmp_path / "face.mp4", seconds=0.4)
     tone = make_tone(tmp_path / "tone.wav", seconds=0.2)
-    code, out = _render(weights, tmp_path, "--video", str(clip), "--audio", str(tone),
-                        "--config", _detect_config(tmp_path, 0.0), restorer="gfpgan")
+    code, out = _render(
+        weights,
+        tmp_path,
+        "--video",
+        str(clip),
+        "--audio",
+        str(tone),
+        "--config",
+        _detect_config(tmp_path, 0.0),
+        restorer="gfpgan",
+    )
     assert code == 0
     frames = read_all_frames(out)
     assert frames.shape == (5, 120, 160, 3)

@@ -23,7 +23,9 @@ def test_paths_are_never_options_or_protocols(tmp_path: Path):
 def test_decode_args_filter_chain_and_exact_trim():
     args = ffmpeg.decode_video_args("in.mp4", 25, start_frame=10, max_frames=5)
     chain = args[args.index("-vf") + 1]
-    assert chain.startswith("bwdif=mode=send_frame:deint=interlaced,crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0,fps=25")
+    assert chain.startswith(
+        "bwdif=mode=send_frame:deint=interlaced,crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0,fps=25"
+    )
     assert "trim=start_frame=10" in chain and chain.endswith("format=bgr24")
     assert args[args.index("-frames:v") + 1] == "5"
     assert args[-5:] == ["-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
 import subprocess
+import warnings
 
 import imageio_ffmpeg
 import librosa
@@ -105,7 +105,9 @@ def test_decode_args_request_float_mono_at_the_rate():
     from pipeline.ffmpeg import decode_audio_args
 
     args = decode_audio_args("in put.m4a", 16000)
-    assert args[args.index("-i") + 1].startswith("file:/") and args[args.index("-i") + 1].endswith("in put.m4a")
+    assert args[args.index("-i") + 1].startswith("file:/") and args[args.index("-i") + 1].endswith(
+        "in put.m4a"
+    )
     assert args[args.index("-ar") + 1] == "16000"
     assert args[args.index("-ac") + 1] == "1"
     assert args[args.index("-af") + 1] == "aresample=16000:rematrix_maxval=1"
@@ -250,9 +252,16 @@ def test_blockwise_stft_mel_equals_librosa_stft(length):
     emphasised = signal.lfilter([1.0, -0.97], [1.0], wav.astype(np.float64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        spec = np.abs(librosa.stft(y=emphasised, n_fft=800, hop_length=200, win_length=800, pad_mode="reflect"))
-    mel_db = 20 * np.log10(np.maximum(1e-5, librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55,
-                                                                   fmax=7600) @ spec)) - 20
+        spec = np.abs(
+            librosa.stft(y=emphasised, n_fft=800, hop_length=200, win_length=800, pad_mode="reflect")
+        )
+    mel_db = (
+        20
+        * np.log10(
+            np.maximum(1e-5, librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600) @ spec)
+        )
+        - 20
+    )
     reference = np.clip(8 * ((mel_db + 100) / 100) - 4, -4, 4)
     ours = audio.melspectrogram(wav)
     assert ours.shape == reference.shape == (80, 1 + length // 200)

@@ -14,9 +14,18 @@ from tests.conftest import load_layout
 
 # How each official file wraps its state dict.
 WRAPPERS = {
-    "wav2lip_generator": lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}, "optimizer": {},
-                                     "global_step": 0, "global_epoch": 0},
-    "syncnet_color_expert": lambda sd: {"state_dict": sd, "optimizer": {}, "global_step": 0, "global_epoch": 0},
+    "wav2lip_generator": lambda sd: {
+        "state_dict": {"module." + k: v for k, v in sd.items()},
+        "optimizer": {},
+        "global_step": 0,
+        "global_epoch": 0,
+    },
+    "syncnet_color_expert": lambda sd: {
+        "state_dict": sd,
+        "optimizer": {},
+        "global_step": 0,
+        "global_epoch": 0,
+    },
     "wav2lip_disc_qual": lambda sd: {"state_dict": sd, "optimizer": {}, "global_step": 0, "global_epoch": 0},
     "gfpgan_v1_clean_512": lambda sd: {"params_ema": sd},
     "codeformer": lambda sd: {"params_ema": sd},
