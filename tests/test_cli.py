@@ -36,8 +36,9 @@ def test_print_config_shows_flags_over_yaml_defaults(capsys):
 def test_check_reports_ffmpeg_tts_device_and_each_weight(tmp_path):
     env = {**os.environ, "LIPSYNC_WEIGHTS_DIR": str(tmp_path)}
     (tmp_path / "GFPGANv1.4.pth").write_bytes(b"x")
-    result = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "--check"], capture_output=True,
-                            text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run_pipeline.py"), "--check"], capture_output=True, text=True, env=env
+    )
     out = result.stdout
     assert "ffmpeg" in out and "version" in out
     assert "tts espeak" in out and "voices" in out
