@@ -105,52 +105,17 @@ def write_checkpoints(folder: Path) -> dict[str, Path]:
 
 
 def make_clip(workdir: Path, size: str, seconds: float) -> tuple[Path, Path]:
-    """A ``testsrc2`` video and a voiced speech-like signal (pulse train through formant-ish bands)."""
-    from pipeline.ffmpeg import ffmpeg_exe
+    """A ``testsrc2`` video and a voiced speech-like signal (a 140 Hz voice with a formant, modulated)."""
+    from tests.media_fixtures import lavfi_command
 
     video = workdir / f"clip_{size}_{seconds:g}s.mp4"
     audio = workdir / f"speech_{seconds:g}s.wav"
     if not video.exists():
-        subprocess.run(
-            [
-                ffmpeg_exe(),
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                f"testsrc2=size={size}:rate=25:duration={seconds}",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-crf",
-                "20",
-                "-pix_fmt",
-                "yuv420p",
-                str(video),
-            ],
-            check=True,
-        )
+        encode = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(video)]
+        subprocess.run(lavfi_command(f"testsrc2=size={size}:rate=25:duration={seconds}") + encode, check=True)
     if not audio.exists():
         expr = "0.4*sin(2*PI*140*t)*(0.6+0.4*sin(2*PI*3*t))+0.2*sin(2*PI*900*t)*(0.5+0.5*sin(2*PI*5*t))"
-        subprocess.run(
-            [
-                ffmpeg_exe(),
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                f"aevalsrc={expr}:s=16000:d={seconds}",
-                str(audio),
-            ],
-            check=True,
-        )
+        subprocess.run(lavfi_command(f"aevalsrc={expr}:s=16000:d={seconds}") + [str(audio)], check=True)
     return video, audio
 
 

@@ -10,6 +10,14 @@ import numpy as np
 from pipeline.ffmpeg import ffmpeg_exe
 
 
+def lavfi_command(*sources: str) -> list[str]:
+    """The start of an ffmpeg command reading each ``source`` (a lavfi graph such as ``sine=...``)."""
+    args = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y"]
+    for source in sources:
+        args += ["-f", "lavfi", "-i", source]
+    return args
+
+
 def make_video(
     path: Path,
     seconds: float = 1.0,
@@ -20,22 +28,11 @@ def make_video(
     source: str = "testsrc",
 ) -> Path:
     """A ``testsrc`` clip (with a 440 Hz tone when ``audio``) written to ``path``."""
-    args = [
-        ffmpeg_exe(),
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        f"{source}=size={size}:rate={fps}:duration={seconds}",
-    ]
+    sources = [f"{source}=size={size}:rate={fps}:duration={seconds}"]
     if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-shortest"]
-    args += (
-        ["-c:v", "libx264", "-pix_fmt", "yuv444p" if _odd(size) else "yuv420p"] + (extra or []) + [str(path)]
-    )
+        sources.append(f"sine=frequency=440:duration={seconds}")
+    args = lavfi_command(*sources) + (["-c:a", "aac", "-shortest"] if audio else [])
+    args += ["-c:v", "libx264", "-pix_fmt", "yuv444p" if _odd(size) else "yuv420p", *(extra or []), str(path)]
     subprocess.run(args, check=True)
     return path
 
@@ -43,21 +40,9 @@ def make_video(
 def make_tone(
     path: Path, seconds: float = 1.0, frequency: float = 440, rate: int = 44100, channels: int = 1
 ) -> Path:
-    args = [
-        ffmpeg_exe(),
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        f"sine=frequency={frequency}:duration={seconds}:sample_rate={rate}",
-        "-ac",
-        str(channels),
-        str(path),
-    ]
-    subprocess.run(args, check=True)
+    """A sine tone of ``channels`` identical channels written to ``path``."""
+    source = f"sine=frequency={frequency}:duration={seconds}:sample_rate={rate}"
+    subprocess.run(lavfi_command(source) + ["-ac", str(channels), str(path)], check=True)
     return path
 
 
