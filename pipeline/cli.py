@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     except LipSyncError as exc:
         return _report(exc, exc.exit_code, debug)
     except KeyboardInterrupt as exc:
-        return _report(Interrupted("interrupted; no output was written"), EXIT_INTERRUPTED, debug, exc)
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        return _report(Interrupted(f"{what}; no output was written"), EXIT_INTERRUPTED, debug, exc)
     except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into one line
         return _report(exc, EXIT_FAILURE, debug)
     finally:
@@ -248,7 +249,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _on_stop_signal(signum: int, frame: object) -> None:
-    """Stop the run: Ctrl-C raises KeyboardInterrupt, SIGTERM :class:`Interrupted`.
+    """Stop the run: Ctrl-C raises KeyboardInterrupt, SIGTERM :class:`Terminated` (both exit 130).
 
     Further stop signals are ignored from here on, so that a second Ctrl-C cannot cut short the
     clean-up (killing ffmpeg, deleting the temporary output) that the first one started.
@@ -257,7 +258,11 @@ def _on_stop_signal(signum: int, frame: object) -> None:
         signal.signal(sig, signal.SIG_IGN)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
-    raise Interrupted("terminated (SIGTERM); no output was written")
+    raise Terminated
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: a BaseException, so no ``except Exception`` on the way swallows it."""
 
 
 def _report(exc: BaseException, code: int, debug: bool, cause: BaseException | None = None) -> int:

@@ -230,8 +230,19 @@ def parse_probe(path: Path, stderr: str) -> MediaInfo:
     if match:
         h, m, s = match.groups()
         duration = int(h) * 3600 + int(m) * 60 + float(s)
-    is_image = video and (path.suffix.lower() in IMAGE_SUFFIXES or "image2" in stderr or "_pipe" in stderr)
+    is_image = video and (path.suffix.lower() in IMAGE_SUFFIXES or _image_demuxer(stderr))
     return MediaInfo(path, video, audio, duration, is_image)
+
+
+_INPUT_LINE = re.compile(r"^Input #0, (.+?), from ", re.MULTILINE)
+
+
+def _image_demuxer(stderr: str) -> bool:
+    """Whether ffmpeg opened the input with an image demuxer (``image2``, ``png_pipe``, ...). Only the
+    demuxer names of the ``Input #0`` line are read: the path and metadata may contain anything."""
+    match = _INPUT_LINE.search(stderr)
+    names = match.group(1).split(",") if match else []
+    return any(name.strip() == "image2" or name.strip().endswith("_pipe") for name in names)
 
 
 def probe(path: str | Path, role: str = "input") -> MediaInfo:

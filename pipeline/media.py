@@ -8,9 +8,11 @@ output path only after ffmpeg succeeded.
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,18 @@ from pipeline.errors import AudioError, FFmpegError, InputError
 from pipeline.types import AudioClip
 
 PIPE_CHUNK_BYTES = 1 << 20  # audio is written to the encoder in 1 MiB pieces
+
+# ffmpeg processes started here and not yet reaped. They run in sessions of their own (so that a
+# terminal's Ctrl-C reaches only us, and we clean up in order); whatever is still running when the
+# interpreter exits, after an error or an interrupt, is killed rather than left decoding on its own.
+_LIVE_PROCESSES: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_live_processes() -> None:
+    for process in list(_LIVE_PROCESSES):
+        if process.poll() is None:
+            process.kill()
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,7 @@ class VideoReader:
         self._process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
+        _LIVE_PROCESSES.add(self._process)
         self._stderr = _StderrCollector(self._process)
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -136,6 +151,7 @@ class VideoWriter:
         )
         self.frames_written = 0
         self._size = size
+        remove_stale_partials(self.output)
         read_fd, write_fd = os.pipe()
         args = ffmpeg.encode_args(
             self.temp_path, size.width, size.height, fps, crf, preset, read_fd, audio.sample_rate_hz
@@ -148,8 +164,12 @@ class VideoWriter:
                 pass_fds=(read_fd,),
                 start_new_session=True,
             )
+        except BaseException:
+            os.close(write_fd)
+            raise
         finally:
             os.close(read_fd)
+        _LIVE_PROCESSES.add(self._process)
         self._stderr = _StderrCollector(self._process)
         self._audio_thread = threading.Thread(target=_feed_audio, args=(write_fd, audio.samples), daemon=True)
         self._audio_thread.start()
@@ -178,8 +198,10 @@ class VideoWriter:
         return self.output
 
     def abort(self) -> None:
-        _terminate(self._process)
-        self.temp_path.unlink(missing_ok=True)
+        try:
+            _terminate(self._process)
+        finally:
+            self.temp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -189,8 +211,27 @@ class VideoWriter:
             self.abort()
 
 
+def remove_stale_partials(output: Path) -> None:
+    """Delete temporaries of ``output`` left by runs that were killed outright (SIGKILL, out of memory),
+    recognised by the process id in their name no longer being alive."""
+    for partial in output.parent.glob(f".{output.stem}.partial-*{output.suffix}"):
+        pid = partial.name[len(f".{output.stem}.partial-") : len(partial.name) - len(output.suffix)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _feed_audio(fd: int, samples: np.ndarray) -> None:
-    data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    data = memoryview(np.ascontiguousarray(samples, dtype="<f4")).cast("B")  # no copy of the speech
     try:
         with os.fdopen(fd, "wb") as pipe:
             for offset in range(0, len(data), PIPE_CHUNK_BYTES):
@@ -230,6 +271,7 @@ def _read_into(stream, buffer: bytearray) -> int:
 
 
 def _terminate(process: subprocess.Popen) -> None:
+    _LIVE_PROCESSES.discard(process)
     if process.poll() is None:
         process.kill()
     process.wait()

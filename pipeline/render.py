@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pipeline import timeline
 from pipeline.config import PipelineConfig
+from pipeline.errors import FFmpegError
 from pipeline.frames import iter_input_frames, iter_output_frames
 from pipeline.inputs import RenderInputs, check_inputs
 from pipeline.media import FrameSize, VideoWriter, count_frames, read_first_frame
@@ -69,11 +70,12 @@ class RunSummary:
     stage_seconds: dict[str, float]
     total_seconds: float
     audio_saved: Path | None = None
+    fps: float = 25.0
 
     def format(self) -> str:
         stages = ", ".join(f"{name} {secs:.1f}s" for name, secs in self.stage_seconds.items())
         lines = [
-            f"wrote {self.output} ({self.duration_s:.2f} s, {self.frames} frames at 25 fps, "
+            f"wrote {self.output} ({self.duration_s:.2f} s, {self.frames} frames at {self.fps:g} fps, "
             f"{self.width}x{self.height})",
             f"frames without a face (passed through unchanged): {self.frames_without_face}",
             f"time: {self.total_seconds:.1f}s total; {stages}",
@@ -114,6 +116,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         stage_seconds=dict(times.seconds),
         total_seconds=time.perf_counter() - started,
         audio_saved=speech.saved_to,
+        fps=config.output.fps,
     )
 
 
@@ -140,7 +143,12 @@ def _track(
         else prefetch(iter_input_frames(inputs.video, size, fps, batch, n_output))
     )
     decode_before, start = times.seconds.get("decode", 0.0), time.perf_counter()
-    track = models.track_faces(times.timed("decode", batches), size, progress=not config.quiet)
+    try:
+        track = models.track_faces(times.timed("decode", batches), size, progress=not config.quiet)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:  # stop the decoder thread and ffmpeg now, also on an error
+            close()
     decode_spent = times.seconds.get("decode", 0.0) - decode_before
     times.add("detect", time.perf_counter() - start - decode_spent)
     return track
@@ -159,7 +167,8 @@ def _render(
     times: StageTimes,
 ) -> None:
     """Decode (thread) -> lip-sync -> restore (this thread) -> encode (thread), batch by batch."""
-    batches = prefetch(_frame_batches(config, inputs, speech, track, indices, size, first))
+    batch = frames_per_batch(config.frame_batch, max(size, out_size, key=lambda s: s.frame_bytes))
+    batches = prefetch(_frame_batches(config, inputs, speech, track, indices, size, first, batch))
     out = config.output
     # The bar is closed on any way out, so that an error message starts on a line of its own.
     with (
@@ -176,6 +185,11 @@ def _render(
                 bar.update(len(item))
             t0 = time.perf_counter()
             encoder.finish()
+            if writer.frames_written != len(indices):
+                raise FFmpegError(
+                    f"decoding {inputs.video} gave {writer.frames_written} frames where {len(indices)} were "
+                    "expected; the file may be damaged (try re-encoding it with ffmpeg)"
+                )
             writer.commit()
             times.add("encode", time.perf_counter() - t0)
         finally:
@@ -191,13 +205,13 @@ def _frame_batches(
     indices: np.ndarray,
     size: FrameSize,
     first: np.ndarray,
+    batch: int,
 ) -> Iterator[FrameBatch]:
     """Output frames in order, each batch with its faces and mel windows.
 
     A video of one frame is repeated from memory like a photo (not decoded again for every frame).
     """
     still = first if inputs.is_still or len(track.faces) == 1 else None
-    batch = frames_per_batch(config.frame_batch, size)
     frames = iter_output_frames(inputs.video, size, config.output.fps, indices, batch, still)
     start = 0
     for chunk in frames:
@@ -207,8 +221,9 @@ def _frame_batches(
 
 
 def frames_per_batch(requested: int, size: FrameSize) -> int:
-    """``requested`` frames per streaming batch, fewer for large frames so that one batch of decoded
-    frames stays under ``FRAME_BATCH_MAX_BYTES`` (a few batches are in flight at once); at least 1."""
+    """``requested`` frames per streaming batch, fewer for large frames so that one batch of frames of
+    ``size`` (the larger of input and output) stays under ``FRAME_BATCH_MAX_BYTES`` (a few batches are
+    in flight at once); at least 1."""
     return max(1, min(int(requested), FRAME_BATCH_MAX_BYTES // size.frame_bytes))
 
 

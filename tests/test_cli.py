@@ -46,3 +46,20 @@ def test_check_reports_ffmpeg_tts_device_and_each_weight(tmp_path):
     assert re.search(r"gfpgan_v1.4 +present", out) and re.search(r"wav2lip_gan +missing", out)
     assert result.returncode == 2  # the default render cannot run without its weights
     assert "not ready:" in out and str(tmp_path / "wav2lip_gan.pth") in out
+
+
+def test_sigterm_is_not_swallowed_by_library_except_exception():
+    from pipeline.cli import Terminated
+
+    def library_code():
+        try:
+            raise Terminated
+        except Exception:  # what a third-party model loader might do
+            return "swallowed"
+
+    try:
+        library_code()
+    except KeyboardInterrupt as exc:
+        assert isinstance(exc, Terminated)
+    else:
+        raise AssertionError("SIGTERM was swallowed")

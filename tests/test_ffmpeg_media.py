@@ -138,3 +138,36 @@ def test_count_frames_matches_a_full_decode(tmp_path: Path):
     clip = make_video(tmp_path / "c.mp4", seconds=1.3, fps=30, audio=False)
     assert count_frames(clip, 25) == len(read_all_frames(clip)) == 33
     assert count_frames(clip, 25, max_frames=7) == 7
+
+
+def test_images_are_recognised_by_demuxer_not_by_path_text():
+    video_banner = "Input #0, mov,mp4,m4a,3gp,3g2,mj2, from '/data/lipsync_pipeline/image2_pipe.mp4':\n" + (
+        "  Stream #0:0: Video: h264, yuv420p, 320x240, 25 fps\n"
+    )
+    assert not ffmpeg.parse_probe(Path("/data/lipsync_pipeline/image2_pipe.mp4"), video_banner).is_image
+    image_banner = "Input #0, png_pipe, from 'photo.data':\n  Stream #0:0: Video: png, rgb24, 64x64\n"
+    assert ffmpeg.parse_probe(Path("photo.data"), image_banner).is_image
+    jpg_banner = "Input #0, image2, from 'face.JPG':\n  Stream #0:0: Video: mjpeg, yuvj420p, 64x64\n"
+    assert ffmpeg.parse_probe(Path("face.JPG"), jpg_banner).is_image
+
+
+def test_probe_of_a_video_under_a_pipeline_folder_is_not_a_still(tmp_path: Path):
+    folder = tmp_path / "lipsync_pipeline"
+    folder.mkdir()
+    clip = make_video(folder / "water_pipe.mp4", seconds=0.3, audio=False)
+    assert not ffmpeg.probe(clip, "video").is_image
+
+
+def test_temporaries_of_killed_runs_are_removed_but_live_ones_kept(tmp_path: Path):
+    from pipeline.media import remove_stale_partials
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "talk.mp4"
+    stale = tmp_path / f".talk.partial-{dead.pid}.mp4"
+    live = tmp_path / f".talk.partial-{os.getppid()}.mp4"
+    other = tmp_path / f".other.partial-{dead.pid}.mp4"
+    for path in (stale, live, other):
+        path.write_bytes(b"x")
+    remove_stale_partials(out)
+    assert not stale.exists() and live.exists() and other.exists()
