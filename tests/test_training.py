@@ -1,15 +1,14 @@
-"""Training on LRS2-layout data: preprocessing, the dataset's official sampling rules, both trainers,
-checkpoints that inference loads, exact resume, and a two-process torchrun run (CPU, gloo)."""
+"""Training on LRS2-layout data: the dataset's official sampling rules, both trainers, checkpoints that
+inference loads, exact resume, losses that fall, TensorBoard logs, mixed precision (CUDA only) and a
+two-process torchrun run (CPU, gloo). Preprocessing: test_preprocess.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -17,14 +16,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pipeline.config import REPO_ROOT, DetectConfig
-from pipeline.errors import ConfigError, InputError
-from pipeline.faces import build_retinaface
-from pipeline.types import FaceBox
-from tests.conftest import seeded_state_dict
-from tests.lrs2_fixtures import FACE_BOX, make_clip, make_preprocessed_set, make_raw_lrs2
-from wav2lip import load_discriminator, load_generator, load_syncnet, preprocess, train, train_syncnet
+from pipeline.config import REPO_ROOT
+from pipeline.errors import ConfigError, EngineUnavailableError, InputError
+from tests.lrs2_fixtures import make_preprocessed_set
+from wav2lip import (
+    load_discriminator,
+    load_generator,
+    load_syncnet,
+    train,
+    train_syncnet,
+)
 from wav2lip import trainer_common as tc
 from wav2lip.audio import load_wav, melspectrogram
 from wav2lip.data import (
@@ -65,9 +68,19 @@ def gen_config(data_root: Path, ckpt_dir: Path, expert: Path, **extra) -> Wav2Li
 def syncnet_run(data_root, tmp_path_factory):
     """Two expert steps from scratch; checkpoints after steps 1 and 2."""
     ckpt_dir = tmp_path_factory.mktemp("syncnet_a")
-    with pytest.warns(UserWarning, match="tensorboard is not installed"):
-        result = train_syncnet.train(sync_config(data_root, ckpt_dir, max_steps=2, log_interval=1))
+    result = train_syncnet.train(sync_config(data_root, ckpt_dir, max_steps=2, log_interval=1))
     return ckpt_dir, result
+
+
+def read_events(log_dir: Path) -> EventAccumulator:
+    """Every scalar and image of the TensorBoard event files in ``log_dir``."""
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def scalar_series(events: EventAccumulator, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
 # --- data --------------------------------------------------------------------------------------------
@@ -211,17 +224,25 @@ def test_syncnet_checkpoints_use_the_official_layout(syncnet_run):
         expert.state_dict()["face_encoder.0.conv_block.0.weight"],
         raw["state_dict"]["face_encoder.0.conv_block.0.weight"],
     )
-    logged = [json.loads(line) for line in (ckpt_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["train/loss"]) for r in logged] == [(h["step"], h["loss"]) for h in result.history]
+    events = read_events(ckpt_dir)  # TensorBoard: the loss of every step (log_interval 1), float32
+    assert scalar_series(events, "train/loss") == [
+        (h["step"], pytest.approx(h["loss"], rel=1e-6)) for h in result.history
+    ]
+    assert scalar_series(events, "train/lr") == [(1, pytest.approx(1e-4)), (2, pytest.approx(1e-4))]
+    assert not (ckpt_dir / "metrics.jsonl").exists()
 
 
 def test_syncnet_resume_is_exact(syncnet_run, data_root, tmp_path):
     ckpt_dir, straight = syncnet_run
     shutil.copy(ckpt_dir / "checkpoint_step000000001.pth", tmp_path / "checkpoint_step000000001.pth")
+    for events_file in ckpt_dir.glob("events.out.tfevents.*"):  # the first run's log went up to step 2
+        shutil.copy(events_file, tmp_path / events_file.name)
     workers = {"num_workers": 2}  # worker processes draw exactly the samples the main process drew
-    with pytest.warns(UserWarning, match="tensorboard"):
-        resumed = train_syncnet.train(sync_config(data_root, tmp_path, workers, max_steps=2))
+    resumed = train_syncnet.train(sync_config(data_root, tmp_path, workers, max_steps=2, log_interval=1))
     assert resumed.history == straight.history[1:]  # same sample stream, same loss
+    logged = scalar_series(read_events(tmp_path), "train/loss")
+    assert [step for step, _ in logged] == [1, 2]  # step 2 of the first run is purged, not shown twice
+    assert logged[1][1] == pytest.approx(resumed.history[0]["loss"], rel=1e-6)
     a = torch.load(ckpt_dir / "checkpoint_step000000002.pth", weights_only=True)
     b = torch.load(tmp_path / "checkpoint_step000000002.pth", weights_only=True)
     for key, value in a["state_dict"].items():
@@ -232,14 +253,32 @@ def test_syncnet_resume_is_exact(syncnet_run, data_root, tmp_path):
     assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
 
 
+LOSS_FALL_STEPS = 30
+LOSS_FALL_LR = 3e-4  # 3x the official rate, for this short run only
+LOSS_FALL_BATCH = 8  # the smallest batch whose BatchNorm statistics let the expert learn in 30 steps
+
+
+def test_syncnet_loss_falls_on_a_tiny_set(tmp_path):
+    """30 expert steps on one 16-frame utterance: the loss falls from its starting level (~0.75) to
+    clearly below chance (ln 2: sim 0.5 for every pair), i.e. the expert tells in-sync windows apart."""
+    make_preprocessed_set(tmp_path / "data", n_train=1, n_val=1, n_frames=16)
+    config = sync_config(
+        tmp_path / "data", tmp_path / "ck", max_steps=LOSS_FALL_STEPS, lr=LOSS_FALL_LR,
+        batch_size=LOSS_FALL_BATCH, checkpoint_interval=LOSS_FALL_STEPS,
+    )  # fmt: skip
+    losses = np.array([h["loss"] for h in train_syncnet.train(config).history])
+    first, last = losses[:5].mean(), losses[-5:].mean()
+    assert len(losses) == LOSS_FALL_STEPS
+    assert last < first - 0.15 and last < np.log(2) - 0.1, np.round(losses, 3)
+
+
 # --- the generator -----------------------------------------------------------------------------------
 
 
 def test_generator_step_loads_in_inference_and_resumes(syncnet_run, data_root, tmp_path):
     expert = syncnet_run[1].checkpoints[-1]
-    config = gen_config(data_root, tmp_path, expert, max_steps=1, syncnet_wt_initial=0.01)
-    with pytest.warns(UserWarning, match="tensorboard"):
-        result = train.train(config)
+    config = gen_config(data_root, tmp_path, expert, max_steps=1, syncnet_wt_initial=0.01, log_interval=1)
+    result = train.train(config)
     (step,) = result.history
     assert step["sync"] > 0 and step["total"] == pytest.approx(
         0.99 * step["l1"] + 0.01 * step["sync"], rel=1e-5
@@ -248,7 +287,7 @@ def test_generator_step_loads_in_inference_and_resumes(syncnet_run, data_root, t
     final = tmp_path / "checkpoint_step000000001.pth"
     generator = load_generator(final)  # what inference uses
     assert isinstance(generator, Wav2Lip) and not generator.training
-    assert (tmp_path / "samples" / "samples_step000000001.jpg").is_file()
+    _assert_tensorboard_log(tmp_path, step, result.evaluations[0])
     run = train.build_run(config, tc.init_distributed("cpu"))  # resume: newest checkpoint in the dir
     saved = torch.load(final, weights_only=True)
     assert run.global_step == 1 and run.syncnet_wt == saved["train_state"]["syncnet_wt"] == 0.01
@@ -257,6 +296,21 @@ def test_generator_step_loads_in_inference_and_resumes(syncnet_run, data_root, t
     for index, state in saved["optimizer"]["state"].items():
         for name, value in state.items():
             assert torch.equal(restored["state"][index][name], value), (index, name)
+
+
+def _assert_tensorboard_log(log_dir: Path, step: dict, scores: dict) -> None:
+    """Losses (sync included), validation scores and the sample grid of step 1 are in the event file."""
+    events = read_events(log_dir)
+    for name in ("l1", "sync", "total", "syncnet_wt"):
+        assert scalar_series(events, f"train/{name}") == [(1, pytest.approx(step[name], rel=1e-6))], name
+    for name in ("l1", "sync"):
+        assert scalar_series(events, f"val/{name}") == [(1, pytest.approx(scores[name], rel=1e-6))], name
+    (image,) = events.Images("samples")
+    grid = cv2.imdecode(np.frombuffer(image.encoded_image_string, np.uint8), cv2.IMREAD_COLOR)  # BGR
+    assert image.step == 1 and grid.shape == (2 * 5 * 96, 4 * 96, 3)  # 2 clips x 5 frames, 4 columns
+    jpeg = cv2.imread(str(log_dir / "samples" / "samples_step000000001.jpg"))
+    again = cv2.imdecode(cv2.imencode(".jpg", grid)[1], cv2.IMREAD_COLOR)  # what the JPEG file holds
+    assert np.array_equal(again, jpeg)  # the same grid, channels in the same order
 
 
 def test_gan_training_from_an_official_layout_checkpoint_lowers_the_loss(syncnet_run, data_root, tmp_path):
@@ -272,8 +326,7 @@ def test_gan_training_from_an_official_layout_checkpoint_lowers_the_loss(syncnet
         data_root, tmp_path / "run", expert, gan=True, max_steps=11, batch_size=1,
         checkpoint=str(tmp_path / "wav2lip_gan.pth"),
     )  # fmt: skip
-    with pytest.warns(UserWarning, match="tensorboard"):
-        result = train.train(config)
+    result = train.train(config)
     assert [h["step"] for h in result.history] == list(range(8, 12))
     assert all({"perceptual", "disc_real", "disc_fake"} <= set(h) for h in result.history)
     l1 = [h["l1"] for h in result.history]
@@ -283,6 +336,62 @@ def test_gan_training_from_an_official_layout_checkpoint_lowers_the_loss(syncnet
     assert names == ["checkpoint_step000000011.pth", "disc_checkpoint_step000000011.pth"]
     load_discriminator(tmp_path / "run" / names[1])
     assert torch.load(tmp_path / "run" / names[0], weights_only=True)["global_step"] == 11
+
+
+def test_generator_command_passes_its_own_flags(data_root, tmp_path, capsys):
+    missing = tmp_path / "no_expert.pth"
+    argv = ["--data-root", str(data_root), "--checkpoint-dir", str(tmp_path / "ck"), "--device", "cpu",
+            "--quiet", "--syncnet-checkpoint", str(missing)]  # fmt: skip
+    assert train.main(argv) == 3  # the expert named by --syncnet-checkpoint is looked for (and missing)
+    assert str(missing) in capsys.readouterr().err
+
+
+# --- mixed precision -----------------------------------------------------------------------------------
+
+
+def test_mixed_precision_is_cuda_only(data_root, tmp_path, monkeypatch):
+    """``amp: true`` on the CPU changes nothing: no autocast, an inactive scaler, the same step."""
+    cpu = torch.device("cpu")
+    assert not tc.make_scaler(cpu, True).is_enabled()
+    with tc.autocast(cpu, True):
+        assert not torch.is_autocast_enabled("cpu")
+    batch = next(tc.make_loader(SyncNetDataset(read_filelist(data_root / "train.txt", data_root),
+                                               DataConfig(data_root=str(data_root)), 0), 2, 0,
+                                tc.init_distributed("cpu"), 0))  # fmt: skip
+    runs, losses = [], []
+    for amp in (False, True):
+        config = sync_config(data_root, tmp_path / str(amp), amp=amp)
+        torch.manual_seed(0)
+        runs.append(train_syncnet.build_run(config, tc.init_distributed("cpu")))
+        losses.append(train_syncnet.train_step(runs[-1], batch, cpu, amp=amp))
+    assert losses[0] == losses[1] and not runs[1].scaler.is_enabled()
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EngineUnavailableError, match="no CUDA GPU"):
+        tc.resolve_device("cuda")
+    assert tc.resolve_device("auto") == cpu
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision (float16 autocast) needs CUDA")
+def test_mixed_precision_on_cuda_trains_and_resumes_the_scalers(syncnet_run, data_root, tmp_path):
+    config = sync_config(data_root, tmp_path / "sync", device="cuda", amp=True, max_steps=3)
+    result = train_syncnet.train(config)
+    assert len(result.history) == 3 and all(np.isfinite(h["loss"]) for h in result.history)
+    saved = torch.load(result.checkpoints[-1], weights_only=True)["train_state"]["scaler"]
+    assert saved["scale"] > 0  # an active scaler saved its state (an inactive one saves {})
+    run = train_syncnet.build_run(config, tc.init_distributed("cuda"))
+    assert run.scaler.is_enabled() and run.scaler.get_scale() == saved["scale"]
+    assert next(run.model.parameters()).is_cuda and run.global_step == 3
+    expert = syncnet_run[1].checkpoints[-1]
+    gen = gen_config(data_root, tmp_path / "gen", expert, device="cuda", amp=True, gan=True, max_steps=2,
+                     syncnet_wt_initial=0.01)  # fmt: skip
+    history = train.train(gen).history
+    assert all(np.isfinite(value) for h in history for value in h.values())
+    assert all(h["sync"] > 0 and h["perceptual"] > 0 for h in history)
+    for name in ("checkpoint_step000000002.pth", "disc_checkpoint_step000000002.pth"):
+        assert torch.load(tmp_path / "gen" / name, weights_only=True)["train_state"]["scaler"]["scale"] > 0
 
 
 # --- torchrun ----------------------------------------------------------------------------------------
@@ -310,94 +419,3 @@ def test_torchrun_two_processes_write_one_checkpoint(data_root, tmp_path):
     raw = torch.load(tmp_path / "ck" / files[-1], weights_only=True)
     assert raw["global_step"] == 2 and raw["global_epoch"] == (2 * 2 * 2) // 3
     assert not any(k.startswith("module.") for k in raw["state_dict"])
-
-
-# --- preprocessing -----------------------------------------------------------------------------------
-
-
-def test_preprocess_writes_the_layout_and_skips_finished_work(tmp_path):
-    raw = tmp_path / "LRS2" / "main"
-    make_raw_lrs2(raw, {"vidA": 2, "vidB": 1}, n_frames=20)
-    out = tmp_path / "pre"
-    box = [str(v) for v in FACE_BOX]
-    argv = ["--data-root", str(raw), "--out", str(out), "--box", *box, "--make-filelists", "0.6", "--quiet"]
-    assert preprocess.main(argv) == 0
-    folder = out / "vidA" / "00001"
-    assert sorted(int(p.stem) for p in folder.glob("*.jpg")) == list(range(20))
-    assert cv2.imread(str(folder / "0.jpg")).shape == (96, 96, 3)
-    samples = load_wav(folder / "audio.wav")
-    assert abs(len(samples) / 16000 - 0.8) < 0.03
-    names = (out / "train.txt").read_text().split() + (out / "val.txt").read_text().split()
-    assert sorted(names) == ["vidA/00001", "vidA/00002", "vidB/00001"] and len(names) == 3
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix != ".json"}
-    time.sleep(0.05)
-    results = preprocess.preprocess(
-        preprocess.PreprocessOptions(raw, out, DetectConfig(box=tuple(FACE_BOX)), quiet=True)
-    )
-    assert all(r.skipped and r.ok for r in results)
-    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
-
-
-class _BrightnessDetector:
-    """Finds a face at FACE_BOX in frames whose face area is not plain grey (a scripted detector)."""
-
-    def detect(self, frames):
-        top, bottom, left, right = FACE_BOX
-        found = [frame[top:bottom, left:right].std() > 5 for frame in frames]
-        return [[FaceBox(top, bottom, left, right, None, 0.99)] if f else [] for f in found]
-
-
-def test_utterance_with_faceless_frames_is_reported_and_left_out(tmp_path):
-    bad = make_clip(tmp_path / "main" / "vidC" / "00001.mp4", 20, seed=3, blank_frames=(7, 8))
-    good = make_clip(tmp_path / "main" / "vidC" / "00002.mp4", 20, seed=4)
-    out = tmp_path / "pre"
-    cfg = DetectConfig(nosmooth=True, pads=(0, 0, 0, 0))
-    results = [
-        preprocess.process_utterance(v, out / "vidC" / v.stem, _BrightnessDetector(), cfg)
-        for v in (bad, good)
-    ]
-    assert [r.ok for r in results] == [False, True]
-    assert "2 of 20 frames have no face (first: frame 7)" in results[0].reason
-    assert (out / "vidC/00001/failed.json").is_file() and not (out / "vidC/00001/done.json").exists()
-    report = json.loads(preprocess.write_report(out, results).read_text())
-    assert report["failed"] == [{"utterance": "vidC/00001", "reason": results[0].reason}]
-    lists = preprocess.split_filelists([r.name for r in results if r.ok], 0.5)
-    assert lists == {"train": ["vidC/00002"], "val": []}
-
-
-def test_preprocess_runs_the_retinaface_detector(tmp_path):
-    """The detector path end to end with a seeded RetinaFace checkpoint: no face -> reported."""
-    network = build_retinaface("mobile0.25")
-    torch.save(seeded_state_dict(network, seed=1), tmp_path / "detection_mobilenet0.25_Final.pth")
-    make_raw_lrs2(tmp_path / "main", {"vidD": 1}, n_frames=8)
-    detect = DetectConfig(model="retinaface_mobile0.25", score_threshold=0.999)
-    options = preprocess.PreprocessOptions(
-        tmp_path / "main", tmp_path / "pre", detect, str(tmp_path / "detection_mobilenet0.25_Final.pth"),
-        device="cpu", quiet=True,
-    )  # fmt: skip
-    (result,) = preprocess.preprocess(options)
-    assert not result.ok and "face" in result.reason
-    assert json.loads((tmp_path / "pre" / "preprocess_report.json").read_text())["ok"] == 0
-
-
-def test_official_filelists_are_filtered_to_usable_utterances(tmp_path):
-    (tmp_path / "train.txt").write_text("v1/00001\nv1/00002\nv2/00001\n")
-    (tmp_path / "val.txt").write_text("v3/00001\n")
-    (tmp_path / "test.txt").write_text("v4/00001 NF\nv4/00002 MV\n")
-    results = [
-        preprocess.UtteranceResult(n, n != "v1/00002")
-        for n in ("v1/00001", "v1/00002", "v2/00001", "v4/00002")
-    ]
-    out = tmp_path / "pre"
-    out.mkdir()
-    written = preprocess.make_filelists(out, results, None, tmp_path)
-    assert [p.name for p in written] == ["train.txt", "val.txt", "test.txt"]
-    assert (out / "train.txt").read_text() == "v1/00001\nv2/00001\n"
-    assert (out / "val.txt").read_text() == "" and (out / "test.txt").read_text() == "v4/00002\n"
-
-
-def test_preprocess_needs_a_detector_or_a_box(tmp_path):
-    make_raw_lrs2(tmp_path / "main", {"vidE": 1}, n_frames=8)
-    assert (
-        preprocess.main(["--data-root", str(tmp_path / "main"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
-    )

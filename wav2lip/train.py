@@ -17,15 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from pipeline.weights import resolve
+from wav2lip import train_loop as loop
 from wav2lip import trainer_common as tc
-from wav2lip.data import Wav2LipDataset, epoch_of, read_filelist
+from wav2lip.data import Wav2LipDataset
 from wav2lip.faces import postprocess_faces, syncnet_face_input
 from wav2lip.loading import DISCRIMINATOR, GENERATOR, load_syncnet
 from wav2lip.models import SyncNet, Wav2Lip, Wav2LipDiscQual
-from wav2lip.train_config import Wav2LipTrainConfig, config_to_plain, load_train_config
+from wav2lip.train_config import Wav2LipTrainConfig, config_to_plain
 
 DISC_PREFIX = "disc_"  # official name of the discriminator's checkpoints: disc_checkpoint_step*.pth
 SAMPLE_CLIPS = 2  # clips of a batch drawn into the sample grid
@@ -79,14 +79,9 @@ def build_run(config: Wav2LipTrainConfig, ctx: tc.DistContext) -> Wav2LipRun:
 
 
 def _restore_progress(run: Wav2LipRun, raw: dict, path, ctx: tc.DistContext, config) -> None:
-    if tc.restore_optimizer(run.optimizer, raw, path):
-        tc.move_optimizer_state(run.optimizer, ctx.device)
-    run.global_step = int(raw.get("global_step", 0))
-    run.global_epoch = int(raw.get("global_epoch", 0))
-    state = raw.get("train_state") or {}
+    state = tc.restore_training_state(run.optimizer, run.scaler, raw, path, ctx.device)
+    run.global_step, run.global_epoch = tc.restore_counters(raw)
     run.syncnet_wt = float(state.get("syncnet_wt", config.syncnet_wt_initial))
-    if state.get("scaler") and run.scaler.is_enabled():
-        run.scaler.load_state_dict(state["scaler"])
 
 
 def _build_disc(
@@ -101,11 +96,7 @@ def _build_disc(
         raw = tc.read_checkpoint(path, "visual-quality discriminator checkpoint")
         tc.restore_model(disc, raw, DISCRIMINATOR, path)
         if path == resumed or not config.weights_only_init:
-            if tc.restore_optimizer(run.disc_optimizer, raw, path):
-                tc.move_optimizer_state(run.disc_optimizer, ctx.device)
-            scaler_state = (raw.get("train_state") or {}).get("scaler")
-            if scaler_state and run.disc_scaler.is_enabled():
-                run.disc_scaler.load_state_dict(scaler_state)
+            tc.restore_training_state(run.disc_optimizer, run.disc_scaler, raw, path, ctx.device)
     run.disc = tc.wrap_ddp(disc, ctx)
 
 
@@ -181,8 +172,9 @@ def _disc_step(run: Wav2LipRun, generated, gt, config, device) -> dict[str, floa
 @torch.no_grad()
 def evaluate(run: Wav2LipRun, dataset: Wav2LipDataset, config: Wav2LipTrainConfig, ctx) -> dict[str, float]:
     """Mean L1 and sync loss (and GAN losses) over ``eval_steps`` validation batches, all ranks."""
-    n_batches = config.eval_steps or max(1, -(-len(dataset) // (config.batch_size * ctx.world_size)))
-    loader = tc.make_loader(dataset, config.batch_size, 0, ctx, config.data.num_workers)
+    n_batches, loader = tc.eval_loader(
+        dataset, config.batch_size, config.eval_steps, ctx, config.data.num_workers
+    )
     run.model.eval()
     if run.disc is not None:
         run.disc.eval()
@@ -213,55 +205,33 @@ def sample_grid(x: torch.Tensor, generated: torch.Tensor, gt: torch.Tensor) -> n
 # --- the loop ------------------------------------------------------------------------------------------
 
 
-def train(config: Wav2LipTrainConfig, ctx: tc.DistContext | None = None) -> tc.TrainResult:
+def train(config: Wav2LipTrainConfig, ctx: tc.DistContext | None = None) -> loop.TrainResult:
     """Train until ``config.max_steps`` (or forever). Rank 0 writes checkpoints, samples and logs."""
-    ctx = ctx or tc.init_distributed(config.device)
-    torch.manual_seed(config.seed)
-    train_set = Wav2LipDataset(_utterances(config, "train"), config.data, config.seed)
-    val_set = Wav2LipDataset(_utterances(config, "val"), config.data, config.seed + 1)
-    run = build_run(config, ctx)
-    loader = tc.make_loader(train_set, config.batch_size, run.global_step, ctx, config.data.num_workers)
-    logger = tc.MetricLogger(config.checkpoint_dir, ctx.is_main)
-    result = tc.TrainResult(run.global_step, run.global_epoch, [], [], [])
-    bar = tqdm(
-        total=config.max_steps,
-        initial=run.global_step,
-        desc="Wav2Lip",
-        disable=config.quiet or not ctx.is_main,
-    )
-    try:
-        while tc.steps_remaining(run.global_step, config.max_steps):
-            batch = next(loader)
-            values, generated = train_step(run, batch, config, ctx.device)
-            run.global_step += 1
-            run.global_epoch = epoch_of(run.global_step, config.batch_size, ctx.world_size, len(train_set))
-            _after_step(run, (batch, generated), values, config, ctx, val_set, logger, result)
-            bar.update(1)
-            bar.set_postfix(l1=f"{values['l1']:.4f}", sync=f"{values['sync']:.3f}")
-    finally:
-        bar.close()
-        logger.close()
-    result.global_step, result.global_epoch = run.global_step, run.global_epoch
-    return result
+    return loop.train(config, ctx, Wav2LipDataset, build_run, HOOKS)
 
 
-def _after_step(run, outputs, values, config, ctx, val_set, logger, result) -> None:
+def _step(session: loop.Session, batch) -> tuple[dict[str, float], tuple]:
+    syncnet_wt = session.run.syncnet_wt  # the weight this step uses (the evaluation after it may change it)
+    values, generated = train_step(session.run, batch, session.config, session.ctx.device)
+    return values | {"syncnet_wt": syncnet_wt}, (batch, generated)
+
+
+def _evaluate_and_save(session: loop.Session, outputs: tuple) -> None:
+    run, config, ctx = session.run, session.config, session.ctx
     step = run.global_step
-    result.history.append({"step": step, "syncnet_wt": run.syncnet_wt, **values})
-    if step % config.log_interval == 0:
-        logger.scalars(
-            {f"train/{k}": v for k, v in values.items()} | {"train/syncnet_wt": run.syncnet_wt}, step
-        )
     if (step == 1 and not config.gan) or step % config.eval_interval == 0:
-        scores = evaluate(run, val_set, config, ctx)
+        scores = evaluate(run, session.val_set, config, ctx)
         if scores["sync"] < config.sync_loss_threshold:
             run.syncnet_wt = config.syncnet_wt
-        result.evaluations.append({"step": step, **scores})
-        logger.scalars({f"val/{k}": v for k, v in scores.items()}, step)
-    if ctx.is_main and tc.should_checkpoint(step, config.checkpoint_interval, config.max_steps):
-        result.checkpoints.extend(_save(run, config))
+        session.result.evaluations.append({"step": step, **scores})
+        session.logger.scalars({f"val/{k}": v for k, v in scores.items()}, step)
+    if ctx.is_main and loop.should_checkpoint(step, config.checkpoint_interval, config.max_steps):
+        session.result.checkpoints.extend(_save(run, config))
         (x, _, _, gt), generated = outputs
-        logger.image("samples", sample_grid(x, generated, gt), step)
+        session.logger.image("samples", sample_grid(x, generated, gt), step)
+
+
+HOOKS = loop.LoopHooks("Wav2Lip", _step, _evaluate_and_save, postfix=("l1", "sync"))
 
 
 def _save(run: Wav2LipRun, config: Wav2LipTrainConfig) -> list:
@@ -274,10 +244,6 @@ def _save(run: Wav2LipRun, config: Wav2LipTrainConfig) -> list:
         disc_state = {"scaler": run.disc_scaler.state_dict()}
         tc.save_checkpoint(paths[1], run.disc, run.disc_optimizer, step, run.global_epoch, plain, disc_state)
     return paths
-
-
-def _utterances(config: Wav2LipTrainConfig, split: str):
-    return read_filelist(config.data.filelist(split), config.data.data_root)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,24 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return tc.run_cli(lambda: _run(args), quiet=bool(args.quiet))
+    return loop.cli_main(build_parser(), Wav2LipTrainConfig, train, argv, _overrides)
 
 
-def _run(args: argparse.Namespace) -> None:
-    overrides = tc.common_overrides(args) | {
+def _overrides(args: argparse.Namespace) -> dict:
+    """Config overrides of the generator's own flags (None: not given)."""
+    return {
         "disc_checkpoint": args.disc_checkpoint,
         "syncnet_checkpoint": args.syncnet_checkpoint,
         "gan": args.gan,
     }
-    config = load_train_config(Wav2LipTrainConfig, args.config, overrides)
-    ctx = tc.init_distributed(config.device)
-    try:
-        result = train(config, ctx)
-    finally:
-        tc.shutdown_distributed(ctx)
-    if ctx.is_main and not config.quiet:
-        print(f"stopped at step {result.global_step}; checkpoints in {config.checkpoint_dir}")
 
 
 if __name__ == "__main__":

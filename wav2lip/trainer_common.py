@@ -1,5 +1,6 @@
 """What both training scripts share: device and torchrun/DDP setup, data loaders, checkpoint files,
-exact resume, mixed precision, the cosine sync loss and metric logging.
+exact resume, mixed precision, the cosine sync loss and the shared command-line flags (the step loop
+is :mod:`wav2lip.train_loop`, the logs :mod:`wav2lip.train_log`).
 
 Checkpoints use the official layout ``{'state_dict', 'optimizer', 'global_step', 'global_epoch'}``
 (so ``wav2lip.loading`` and other Wav2Lip tools read them) plus ``'config'`` (the resolved training
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import math
 import os
 import re
 import sys
@@ -22,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -42,8 +41,6 @@ from wav2lip.data import ResumableSampler
 from wav2lip.loading import check_model
 
 CHECKPOINT_PATTERN = re.compile(r"^(?P<prefix>.*)checkpoint_step(?P<step>\d{9})\.pth$")
-METRICS_FILE = "metrics.jsonl"  # fallback log when tensorboard is not installed
-SAMPLES_DIR = "samples"
 
 
 # --- devices and processes -----------------------------------------------------------------------------
@@ -140,17 +137,28 @@ def make_loader(
     return iter(loader)
 
 
+def eval_loader(
+    dataset: Dataset, batch_size: int, eval_steps: int | None, ctx: DistContext, num_workers: int
+) -> tuple[int, Iterator[Any]]:
+    """``(number of batches, batch iterator)`` of one evaluation: ``eval_steps`` batches, or with None
+    enough for one pass over ``dataset`` across all processes. Every evaluation sees the same stream."""
+    n_batches = eval_steps or max(1, math.ceil(len(dataset) / (batch_size * ctx.world_size)))
+    return n_batches, make_loader(dataset, batch_size, 0, ctx, num_workers)
+
+
 # --- mixed precision and losses ------------------------------------------------------------------------
 
 
 def autocast(device: torch.device, enabled: bool):
-    """float16 autocast on CUDA when ``enabled``; a no-op context on the CPU."""
+    """float16 autocast on CUDA when ``enabled``; a no-op context on the CPU (``amp`` is CUDA only)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
 
 
 def make_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """A loss scaler that is active only on CUDA with ``enabled``; elsewhere it passes losses and steps
+    through unchanged (``scale`` returns the loss, ``step`` calls ``optimizer.step``)."""
     return torch.amp.GradScaler("cuda", enabled=enabled and device.type == "cuda")
 
 
@@ -256,60 +264,26 @@ def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device)
                 state[key] = value.to(device)
 
 
-# --- logging -------------------------------------------------------------------------------------------
+def restore_training_state(
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    raw: Mapping[str, Any],
+    path: str | Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Load the optimizer state of checkpoint ``raw`` (moved to ``device``) and, when this run uses mixed
+    precision, its AMP scaler state. Returns ``raw['train_state']`` (``{}`` when absent)."""
+    if restore_optimizer(optimizer, raw, path):
+        move_optimizer_state(optimizer, device)
+    state = dict(raw.get("train_state") or {})
+    if state.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    return state
 
 
-class MetricLogger:
-    """Scalars and sample images: TensorBoard when ``torch.utils.tensorboard`` imports, else a JSONL
-    file ``metrics.jsonl`` (a warning says so). Sample grids are also written as JPEG files.
-    Does nothing on ranks other than 0."""
-
-    def __init__(self, log_dir: str | Path, enabled: bool) -> None:
-        self.log_dir = Path(log_dir)
-        self.enabled = enabled
-        self._writer = None
-        self._jsonl = None
-        if not enabled:
-            return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            warnings.warn(
-                f"tensorboard is not installed; training metrics go to {self.log_dir / METRICS_FILE}",
-                stacklevel=2,
-            )
-            self._jsonl = open(self.log_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
-        else:
-            self._writer = SummaryWriter(str(self.log_dir))
-
-    def scalars(self, values: Mapping[str, float], step: int) -> None:
-        if not self.enabled:
-            return
-        if self._writer is not None:
-            for tag, value in values.items():
-                self._writer.add_scalar(tag, float(value), step)
-        else:
-            record = {"step": int(step), **{k: float(v) for k, v in values.items()}}
-            self._jsonl.write(json.dumps(record) + "\n")
-            self._jsonl.flush()
-
-    def image(self, tag: str, grid_bgr: np.ndarray, step: int) -> Path | None:
-        """Save ``(H, W, 3) uint8`` BGR ``grid_bgr`` as ``samples/<tag>_step<step>.jpg`` (and in TB)."""
-        if not self.enabled:
-            return None
-        path = self.log_dir / SAMPLES_DIR / f"{tag}_step{step:09d}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), grid_bgr)
-        if self._writer is not None:
-            self._writer.add_image(tag, grid_bgr[..., ::-1].copy(), step, dataformats="HWC")
-        return path
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
+def restore_counters(raw: Mapping[str, Any]) -> tuple[int, int]:
+    """``(global_step, global_epoch)`` of a checkpoint (0 where missing)."""
+    return int(raw.get("global_step", 0)), int(raw.get("global_epoch", 0))
 
 
 # --- runs ----------------------------------------------------------------------------------------------
@@ -340,26 +314,6 @@ def start_point(
     if checkpoint:
         return StartPoint(Path(checkpoint), weights_only, False)
     return StartPoint(None, False, False)
-
-
-@dataclass
-class TrainResult:
-    """What a training call did: final counters, files written (rank 0) and per-step losses."""
-
-    global_step: int
-    global_epoch: int
-    checkpoints: list[Path]
-    history: list[dict[str, float]]
-    evaluations: list[dict[str, float]]
-
-
-def should_checkpoint(step: int, interval: int, max_steps: int | None) -> bool:
-    """Official rule (after step 1 and every ``interval`` steps) plus the last step of a bounded run."""
-    return step == 1 or step % interval == 0 or (max_steps is not None and step >= max_steps)
-
-
-def steps_remaining(step: int, max_steps: int | None) -> bool:
-    return max_steps is None or step < max_steps
 
 
 # --- command line --------------------------------------------------------------------------------------

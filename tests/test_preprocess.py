@@ -1,0 +1,106 @@
+"""LRS2 preprocessing: the faces + audio layout, skipping finished work, faceless frames, the detector
+path and the official file lists (synthetic clips, CPU)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import torch
+
+from pipeline.config import DetectConfig
+from pipeline.faces import build_retinaface
+from pipeline.types import FaceBox
+from tests.conftest import seeded_state_dict
+from tests.lrs2_fixtures import FACE_BOX, make_clip, make_raw_lrs2
+from wav2lip import preprocess
+from wav2lip.audio import load_wav
+
+
+def test_preprocess_writes_the_layout_and_skips_finished_work(tmp_path):
+    raw = tmp_path / "LRS2" / "main"
+    make_raw_lrs2(raw, {"vidA": 2, "vidB": 1}, n_frames=20)
+    out = tmp_path / "pre"
+    box = [str(v) for v in FACE_BOX]
+    argv = ["--data-root", str(raw), "--out", str(out), "--box", *box, "--make-filelists", "0.6", "--quiet"]
+    assert preprocess.main(argv) == 0
+    folder = out / "vidA" / "00001"
+    assert sorted(int(p.stem) for p in folder.glob("*.jpg")) == list(range(20))
+    assert cv2.imread(str(folder / "0.jpg")).shape == (96, 96, 3)
+    samples = load_wav(folder / "audio.wav")
+    assert abs(len(samples) / 16000 - 0.8) < 0.03
+    names = (out / "train.txt").read_text().split() + (out / "val.txt").read_text().split()
+    assert sorted(names) == ["vidA/00001", "vidA/00002", "vidB/00001"] and len(names) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix != ".json"}
+    time.sleep(0.05)
+    results = preprocess.preprocess(
+        preprocess.PreprocessOptions(raw, out, DetectConfig(box=tuple(FACE_BOX)), quiet=True)
+    )
+    assert all(r.skipped and r.ok for r in results)
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+class _BrightnessDetector:
+    """Finds a face at FACE_BOX in frames whose face area is not plain grey (a scripted detector)."""
+
+    def detect(self, frames):
+        top, bottom, left, right = FACE_BOX
+        found = [frame[top:bottom, left:right].std() > 5 for frame in frames]
+        return [[FaceBox(top, bottom, left, right, None, 0.99)] if f else [] for f in found]
+
+
+def test_utterance_with_faceless_frames_is_reported_and_left_out(tmp_path):
+    bad = make_clip(tmp_path / "main" / "vidC" / "00001.mp4", 20, seed=3, blank_frames=(7, 8))
+    good = make_clip(tmp_path / "main" / "vidC" / "00002.mp4", 20, seed=4)
+    out = tmp_path / "pre"
+    cfg = DetectConfig(nosmooth=True, pads=(0, 0, 0, 0))
+    results = [
+        preprocess.process_utterance(v, out / "vidC" / v.stem, _BrightnessDetector(), cfg)
+        for v in (bad, good)
+    ]
+    assert [r.ok for r in results] == [False, True]
+    assert "2 of 20 frames have no face (first: frame 7)" in results[0].reason
+    assert (out / "vidC/00001/failed.json").is_file() and not (out / "vidC/00001/done.json").exists()
+    report = json.loads(preprocess.write_report(out, results).read_text())
+    assert report["failed"] == [{"utterance": "vidC/00001", "reason": results[0].reason}]
+    lists = preprocess.split_filelists([r.name for r in results if r.ok], 0.5)
+    assert lists == {"train": ["vidC/00002"], "val": []}
+
+
+def test_preprocess_runs_the_retinaface_detector(tmp_path):
+    """The detector path end to end with a seeded RetinaFace checkpoint: no face -> reported."""
+    network = build_retinaface("mobile0.25")
+    torch.save(seeded_state_dict(network, seed=1), tmp_path / "detection_mobilenet0.25_Final.pth")
+    make_raw_lrs2(tmp_path / "main", {"vidD": 1}, n_frames=8)
+    detect = DetectConfig(model="retinaface_mobile0.25", score_threshold=0.999)
+    options = preprocess.PreprocessOptions(
+        tmp_path / "main", tmp_path / "pre", detect, str(tmp_path / "detection_mobilenet0.25_Final.pth"),
+        device="cpu", quiet=True,
+    )  # fmt: skip
+    (result,) = preprocess.preprocess(options)
+    assert not result.ok and "face" in result.reason
+    assert json.loads((tmp_path / "pre" / "preprocess_report.json").read_text())["ok"] == 0
+
+
+def test_official_filelists_are_filtered_to_usable_utterances(tmp_path):
+    (tmp_path / "train.txt").write_text("v1/00001\nv1/00002\nv2/00001\n")
+    (tmp_path / "val.txt").write_text("v3/00001\n")
+    (tmp_path / "test.txt").write_text("v4/00001 NF\nv4/00002 MV\n")
+    results = [
+        preprocess.UtteranceResult(n, n != "v1/00002")
+        for n in ("v1/00001", "v1/00002", "v2/00001", "v4/00002")
+    ]
+    out = tmp_path / "pre"
+    out.mkdir()
+    written = preprocess.make_filelists(out, results, None, tmp_path)
+    assert [p.name for p in written] == ["train.txt", "val.txt", "test.txt"]
+    assert (out / "train.txt").read_text() == "v1/00001\nv2/00001\n"
+    assert (out / "val.txt").read_text() == "" and (out / "test.txt").read_text() == "v4/00002\n"
+
+
+def test_preprocess_needs_a_detector_or_a_box(tmp_path):
+    make_raw_lrs2(tmp_path / "main", {"vidE": 1}, n_frames=8)
+    assert (
+        preprocess.main(["--data-root", str(tmp_path / "main"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    )
