@@ -76,16 +76,21 @@ class SyncScores:
 # --- the metric (pure) ---------------------------------------------------------------------------------
 
 
-def calc_pdist(lip_feat: torch.Tensor, aud_feat: torch.Tensor, vshift: int = VSHIFT) -> torch.Tensor:
-    """``(N, 2*vshift+1)`` distances: entry ``[i, j]`` = ``||lip_i - aud_(i+j-vshift)||`` (torch's
-    ``pairwise_distance``, eps 1e-6), audio embeddings outside the clip being zero vectors."""
+def _over_shifts(measure, video_feat: torch.Tensor, aud_feat: torch.Tensor, vshift: int) -> torch.Tensor:
+    """``(N, 2*vshift+1)``: entry ``[i, j]`` = ``measure(video_i, aud_(i+j-vshift))`` row-wise for
+    ``(N, D)`` embeddings, audio embeddings outside the clip being zero vectors."""
     window = 2 * vshift + 1
     padded = F.pad(aud_feat, (0, 0, vshift, vshift))
     rows = [
-        F.pairwise_distance(lip_feat[[i]].repeat(window, 1), padded[i : i + window])
-        for i in range(len(lip_feat))
+        measure(video_feat[[i]].repeat(window, 1), padded[i : i + window]) for i in range(len(video_feat))
     ]
     return torch.stack(rows)
+
+
+def calc_pdist(lip_feat: torch.Tensor, aud_feat: torch.Tensor, vshift: int = VSHIFT) -> torch.Tensor:
+    """``(N, 2*vshift+1)`` distances: entry ``[i, j]`` = ``||lip_i - aud_(i+j-vshift)||`` (torch's
+    ``pairwise_distance``, eps 1e-6), audio embeddings outside the clip being zero vectors."""
+    return _over_shifts(F.pairwise_distance, lip_feat, aud_feat, vshift)
 
 
 def scores_from_dists(dists: torch.Tensor, vshift: int = VSHIFT) -> SyncScores:
@@ -99,13 +104,7 @@ def scores_from_dists(dists: torch.Tensor, vshift: int = VSHIFT) -> SyncScores:
 
 def calc_psim(face_feat: torch.Tensor, aud_feat: torch.Tensor, vshift: int = VSHIFT) -> torch.Tensor:
     """``(N, 2*vshift+1)`` cosine similarities laid out like :func:`calc_pdist` (0 outside the clip)."""
-    window = 2 * vshift + 1
-    padded = F.pad(aud_feat, (0, 0, vshift, vshift))
-    rows = [
-        F.cosine_similarity(face_feat[[i]].repeat(window, 1), padded[i : i + window])
-        for i in range(len(face_feat))
-    ]
-    return torch.stack(rows)
+    return _over_shifts(F.cosine_similarity, face_feat, aud_feat, vshift)
 
 
 def expert_scores(sims: torch.Tensor, vshift: int = VSHIFT) -> dict[str, float]:
