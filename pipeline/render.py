@@ -1,7 +1,8 @@
 """One render, start to finish: ``run_pipeline(config) -> RunSummary``.
 
 1. Check the inputs and that every needed checkpoint is present (before any heavy work).
-2. Speech: synthesise the script or decode the given audio (16 kHz mono); mel windows.
+2. Speech: synthesise the script or decode the given audio (16 kHz mono), with its mel windows, while
+   the models load in a thread.
 3. First pass over the video: detect and track the face in every frame that will be shown.
 4. Second pass: stream frames in output order through lip-sync and restoration into the encoder.
 5. Rename the finished file onto the output path and report what was written.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,14 +93,18 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     # 1. Check inputs and weights before any heavy work.
     inputs = check_inputs(config)
     weights = resolve_weights(config)
-    # 2. Speech and its mel windows.
-    t0 = time.perf_counter()
-    speech = prepare_speech(config, inputs)
-    times.add("speech", time.perf_counter() - t0)
-    # 3. Models, then the face track over the frames that will be shown.
-    t0 = time.perf_counter()
-    models = load_models(config, weights, inputs.device)
-    times.add("load models", time.perf_counter() - t0)
+    # 2. Models load in a thread while the speech is made (both take seconds; they overlap).
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models")
+    try:
+        loading = loader.submit(load_models, config, weights, inputs.device)
+        t0 = time.perf_counter()
+        speech = prepare_speech(config, inputs)
+        times.add("speech", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        models = loading.result()
+        times.add("load models", time.perf_counter() - t0)  # the wait left after the speech
+    finally:
+        loader.shutdown(wait=False, cancel_futures=True)
     first = read_first_frame(inputs.video, config.output.fps)
     size = FrameSize(first.shape[1], first.shape[0])
     track = _track(config, inputs, models, size, speech.frame_count, first, times)

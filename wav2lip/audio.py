@@ -15,7 +15,6 @@ import numbers
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
 from pipeline.errors import AudioError, InputError
 
@@ -97,13 +96,16 @@ def _frames(wav: np.ndarray, start: int, stop: int) -> np.ndarray:
 
 
 def _preemphasis(wav: np.ndarray) -> np.ndarray:
-    return signal.lfilter([1.0, -PREEMPHASIS], [1.0], wav)
+    # The official lfilter([1, -0.97], [1], wav), from rest: e[n] = x[n] - 0.97 x[n-1], x[-1] = 0.
+    out = wav.copy()
+    out[1:] -= PREEMPHASIS * wav[:-1]
+    return out
 
 
 @functools.lru_cache(maxsize=1)
 def _window() -> np.ndarray:
     """The periodic Hann window librosa's stft uses (``get_window("hann", N_FFT, fftbins=True)``)."""
-    return signal.get_window("hann", WIN_LENGTH, fftbins=True)
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN_LENGTH) / WIN_LENGTH)
 
 
 @functools.lru_cache(maxsize=1)
