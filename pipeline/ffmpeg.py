@@ -86,19 +86,29 @@ def video_filter_chain(fps: float) -> str:
 
 
 def decode_video_args(
-    path: str | Path, fps: float, start_frame: int = 0, max_frames: int | None = None
+    path: str | Path,
+    fps: float,
+    start_frame: int = 0,
+    max_frames: int | None = None,
+    seek_frame: int = 0,
 ) -> list[str]:
     """Decode ``path`` to raw BGR24 frames on stdout at ``fps`` (rotation metadata honoured).
 
     ``start_frame``/``max_frames`` select frames of the constant-rate stream exactly (``trim`` counts
-    frames after the ``fps`` filter, so the selection matches a full decode frame for frame).
+    frames after the ``fps`` filter, so the selection matches a full decode frame for frame, at the
+    cost of decoding everything before it). ``seek_frame`` instead jumps near frame ``seek_frame``
+    with an input seek: fast, but the first frame may be off by one or two for sources that are not
+    at ``fps`` (callers verify the alignment).
     """
     chain = video_filter_chain(fps)
     if start_frame > 0:
         chain = chain.replace(
             ",format=bgr24", f",trim=start_frame={start_frame},setpts=PTS-STARTPTS,format=bgr24"
         )
-    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", file_arg(path)]
+    args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+    if seek_frame > 0:
+        args += ["-ss", f"{seek_frame / fps:.6f}"]
+    args += ["-i", file_arg(path)]
     args += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", chain]
     if max_frames is not None:
         args += ["-frames:v", str(max_frames)]

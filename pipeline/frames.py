@@ -19,6 +19,8 @@ from pipeline.media import FrameSize, VideoReader
 
 BACKWARD_CHUNK_BYTES = 128 << 20  # upper bound on frames held to play a stretch backward
 LOOP_CACHE_BYTES = 256 << 20  # a looping clip up to this size is decoded once and kept in memory
+SEEK_MARGIN_FRAMES = 4  # how far an input seek may land from the exact frame (sources not at 25 fps)
+SEEK_CHECK_FRAMES = 3  # frames compared to accept a seek's alignment
 
 
 def iter_input_frames(
@@ -53,11 +55,14 @@ def iter_output_frames(
     yield from rebatch((batch for piece in pieces for batch in piece), batch_size)
 
 
-def decode_frames(path: Path, size: FrameSize, fps: float, start: int, count: int) -> np.ndarray:
-    """Frames ``start`` .. ``start+count-1`` as one ``(n, H, W, 3) uint8`` array (n <= count)."""
+def decode_frames(
+    path: Path, size: FrameSize, fps: float, start: int, count: int, seek_frame: int = 0
+) -> np.ndarray:
+    """Frames ``start`` .. ``start+count-1`` as one ``(n, H, W, 3) uint8`` array (n <= count); with
+    ``seek_frame`` (and ``start`` 0), about ``count`` frames from an input seek near that frame."""
     out = np.empty((count, size.height, size.width, 3), np.uint8)
     filled = 0
-    with VideoReader(path, size, fps, max(1, min(count, 16)), start, count) as reader:
+    with VideoReader(path, size, fps, max(1, min(count, 16)), start, count, seek_frame) as reader:
         for batch in reader:
             out[filled : filled + len(batch)] = batch
             filled += len(batch)
@@ -71,10 +76,37 @@ def _run_frames(
         with VideoReader(path, size, fps, batch_size, run.first, len(run)) as reader:
             yield from reader
         return
+    after: np.ndarray | None = None  # the first frames of the chunk played just before
     for start, stop in timeline.backward_chunks(run, chunk_frames):
-        chunk = decode_frames(path, size, fps, start, stop - start)
+        chunk = None if after is None else _seek_chunk(path, size, fps, start, stop, after)
+        if chunk is None:  # exact, but decodes everything before ``start``
+            chunk = decode_frames(path, size, fps, start, stop - start)
         if len(chunk):
+            after = chunk[:SEEK_CHECK_FRAMES].copy()
             yield chunk[::-1]
+
+
+def _seek_chunk(
+    path: Path, size: FrameSize, fps: float, start: int, stop: int, after: np.ndarray
+) -> np.ndarray | None:
+    """Frames ``start .. stop-1`` decoded from an input seek instead of from the first frame.
+
+    An input seek can land a frame or two off the exact frame numbering (sources not at ``fps``), so
+    the decode runs on past ``stop`` and is accepted only where its frames from ``stop`` on equal
+    ``after`` (frames ``stop ..`` already decoded exactly); otherwise None and the caller decodes
+    exactly. This keeps playing a long clip backward linear in its length, not quadratic.
+    """
+    seek = max(0, start - SEEK_MARGIN_FRAMES)
+    count = stop + len(after) + SEEK_MARGIN_FRAMES - seek
+    decoded = decode_frames(path, size, fps, 0, count, seek_frame=seek)
+    expected = stop - seek
+    for shift in sorted(range(-SEEK_MARGIN_FRAMES, SEEK_MARGIN_FRAMES + 1), key=abs):
+        at = expected + shift
+        if at - (stop - start) < 0 or at + len(after) > len(decoded):
+            continue
+        if np.array_equal(decoded[at : at + len(after)], after):
+            return decoded[at - (stop - start) : at]
+    return None
 
 
 def _repeat_still(frame: np.ndarray, count: int, batch_size: int) -> Iterator[np.ndarray]:

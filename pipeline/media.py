@@ -84,9 +84,10 @@ class VideoReader:
         batch_size: int,
         start_frame: int = 0,
         max_frames: int | None = None,
+        seek_frame: int = 0,
     ) -> None:
         self.path, self.size, self.batch_size = Path(path), size, batch_size
-        args = ffmpeg.decode_video_args(path, fps, start_frame, max_frames)
+        args = ffmpeg.decode_video_args(path, fps, start_frame, max_frames, seek_frame)
         self._process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )

@@ -59,3 +59,38 @@ def test_output_frames_follow_the_indices_from_cache_and_from_chunks(tmp_path, m
     batches = list(frames_module.iter_output_frames(clip, size, 25, indices, 8))
     assert [len(b) for b in batches[:-1]] == [8] * (len(batches) - 1)
     assert np.array_equal(np.concatenate(batches), source[indices])
+
+
+@pytest.mark.parametrize(
+    "fps, extra",
+    [(25, []), (30, []), (30, ["-vf", "setpts='PTS+0.013*sin(N)/TB'", "-fps_mode", "vfr"])],
+    ids=["25fps", "30fps", "vfr"],
+)
+def test_backward_play_from_input_seeks_is_frame_exact(tmp_path, monkeypatch, fps, extra):
+    from pipeline import frames as frames_module
+    from pipeline.media import FrameSize
+    from tests.media_fixtures import make_video, read_all_frames
+
+    suffix = ".mkv" if extra else ".mp4"
+    clip = make_video(tmp_path / f"c{suffix}", seconds=3.0, fps=fps, size="64x48", audio=False,
+                      extra=["-g", "12", "-bf", "0", *extra])  # fmt: skip
+    source = read_all_frames(clip)
+    indices = timeline.source_indices(len(source), 2 * len(source))
+    monkeypatch.setattr(frames_module, "LOOP_CACHE_BYTES", 0)
+    monkeypatch.setattr(frames_module, "BACKWARD_CHUNK_BYTES", 64 * 48 * 3 * 10)  # 10-frame chunks
+    accepted = []
+    seek_chunk = frames_module._seek_chunk
+
+    def counting(*args):
+        result = seek_chunk(*args)
+        accepted.append(result is not None)
+        return result
+
+    monkeypatch.setattr(frames_module, "_seek_chunk", counting)
+    played = np.concatenate(list(frames_module.iter_output_frames(clip, FrameSize(64, 48), 25, indices, 8)))
+    assert np.array_equal(played, source[indices])
+    assert len(accepted) >= 5
+    if fps == 25:
+        assert all(accepted)  # a source at the output rate always seeks exactly
+    else:
+        assert any(accepted)
