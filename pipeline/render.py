@@ -28,7 +28,7 @@ from pipeline.inputs import RenderInputs, check_inputs
 from pipeline.media import FrameSize, VideoWriter, count_frames, read_first_frame
 from pipeline.models import Models, load_models, resolve_weights
 from pipeline.prefetch import BackgroundConsumer, prefetch
-from pipeline.speech import SpeechTrack, prepare_speech
+from pipeline.speech import SpeechTrack, prepare_speech, save_wav
 from pipeline.types import FrameBatch
 
 if TYPE_CHECKING:
@@ -112,6 +112,8 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     indices = timeline.source_indices(len(track.faces), speech.frame_count)
     out_size = models.output_size(size)
     _render(config, inputs, models, speech, track, indices, size, out_size, first, times)
+    # 5. The speech is kept only once the video exists, so a failed run leaves nothing behind.
+    saved_audio = save_wav(speech.audio, Path(config.output.save_audio)) if config.output.save_audio else None
     return RunSummary(
         output=inputs.output,
         duration_s=speech.frame_count / config.output.fps,
@@ -121,7 +123,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         frames_without_face=int(sum(track.faces[i] is None for i in indices)),
         stage_seconds=dict(times.seconds),
         total_seconds=time.perf_counter() - started,
-        audio_saved=speech.saved_to,
+        audio_saved=saved_audio,
         fps=config.output.fps,
     )
 

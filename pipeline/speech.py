@@ -23,7 +23,6 @@ class SpeechTrack:
     mel: np.ndarray
     fps: float
     frame_count: int
-    saved_to: Path | None = None
 
     def mel_windows(self, start: int, count: int) -> np.ndarray:
         """``(count, 80, 16) float32``: the mel windows of output frames ``start`` .. ``start+count-1``."""
@@ -38,12 +37,11 @@ def prepare_speech(config: PipelineConfig, inputs: RenderInputs) -> SpeechTrack:
     audio = _speech_audio(config, inputs)
     if audio.samples.size == 0:
         raise AudioError("the speech is empty: nothing to lip-sync to")
-    saved = save_wav(audio, Path(config.output.save_audio)) if config.output.save_audio else None
     from wav2lip.audio import melspectrogram
 
     mel = melspectrogram(audio.samples)
     frames = timeline.output_frame_count(audio.duration_s, config.output.fps)
-    return SpeechTrack(audio, mel, config.output.fps, frames, saved)
+    return SpeechTrack(audio, mel, config.output.fps, frames)
 
 
 def _speech_audio(config: PipelineConfig, inputs: RenderInputs) -> AudioClip:
