@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,18 +145,15 @@ def _track(
         times.add("decode", time.perf_counter() - t0)
         return models.fixed_box_track(n_frames, size)
     batch = frames_per_batch(config.detect.batch_size, size)
-    batches = (
-        iter([first[None]])
-        if inputs.is_still
-        else prefetch(iter_input_frames(inputs.video, size, fps, batch, n_output))
-    )
+    if inputs.is_still:
+        batches = prefetch(iter([first[None]]))
+    else:
+        batches = prefetch(iter_input_frames(inputs.video, size, fps, batch, n_output))
     decode_before, start = times.seconds.get("decode", 0.0), time.perf_counter()
     try:
         track = models.track_faces(times.timed("decode", batches), size, progress=not config.quiet)
     finally:
-        close = getattr(batches, "close", None)
-        if close is not None:  # stop the decoder thread and ffmpeg now, also on an error
-            close()
+        batches.close()  # stop the decoder thread and ffmpeg now, also on an error
     decode_spent = times.seconds.get("decode", 0.0) - decode_before
     times.add("detect", time.perf_counter() - start - decode_spent)
     return track
@@ -233,8 +230,3 @@ def frames_per_batch(requested: int, size: FrameSize) -> int:
     ``size`` (the larger of input and output) stays under ``FRAME_BATCH_MAX_BYTES`` (a few batches are
     in flight at once); at least 1."""
     return max(1, min(int(requested), FRAME_BATCH_MAX_BYTES // size.frame_bytes))
-
-
-def with_output(config: PipelineConfig, path: str) -> PipelineConfig:
-    """``config`` with another output path (used by tests and benchmarks)."""
-    return replace(config, output=replace(config.output, path=path))

@@ -14,7 +14,6 @@ state, the batch size or the other faces in the batch. CodeFormer and RestoreFor
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import spandrel_extra_arches
 import torch
 
 from pipeline.checkpoints import load_state_dict
+from pipeline.devices import float16_autocast, place_model
 from pipeline.errors import ConfigError, WrongModelError
 from restore.convert import FACE_SIZE, check_faces, faces_to_tensor, tensor_to_faces
 
@@ -58,9 +58,7 @@ def load_restorer(
             f"{path} holds a {descriptor.architecture.name} {descriptor.purpose} model, not a face "
             "restorer; use GFPGANv1.4.pth, GFPGANv1.3.pth or codeformer.pth"
         )
-    device = torch.device(device)
-    half = device.type == "cuda" if half is None else half
-    model = descriptor.model.eval().requires_grad_(False).to(device)
+    model, device, half = place_model(descriptor.model, device, half)
     return FaceRestorer(model, kind, device, half)
 
 
@@ -120,14 +118,9 @@ class FaceRestorer:
         if len(faces) == 0:
             return faces.copy()
         inputs = faces_to_tensor(faces).to(self.device)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), float16_autocast(self.device, self.half):
             output = self._forward(self.model, inputs, fidelity)
         return tensor_to_faces(output)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.half and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
 
 
 def forward_gfpgan(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:

@@ -8,7 +8,6 @@ Lanczos resize when the requested scale differs from the network's.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import cv2
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.checkpoints import load_state_dict
+from pipeline.devices import float16_autocast, place_model
 from pipeline.errors import WrongModelError
 
 TILE_SIZE = 400  # input pixels per tile side (the official tools' --bg_tile default)
@@ -45,9 +45,7 @@ def load_bg_upsampler(
             f"{path} holds a {descriptor.architecture.name} {descriptor.purpose} model, not an RGB "
             "super-resolution network; use RealESRGAN_x2plus.pth"
         )
-    device = torch.device(device)
-    half = device.type == "cuda" if half is None else half
-    model = descriptor.model.eval().requires_grad_(False).to(device)
+    model, device, half = place_model(descriptor.model, device, half)
     return BackgroundUpsampler(model, descriptor.scale, device, half)
 
 
@@ -75,7 +73,7 @@ class BackgroundUpsampler:
         _, height, width, _ = frames.shape
         inputs = frames_to_unit(frames).to(self.device)
         padded, pad_h, pad_w = mod_pad(inputs, MOD_SCALE.get(self.scale))
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), float16_autocast(self.device, self.half):
             output = tiled_forward(self.model, padded, self.scale, self.tile_size, self.tile_pad)
         output = output[:, :, : height * self.scale, : width * self.scale]
         images = unit_to_frames(output)
@@ -83,11 +81,6 @@ class BackgroundUpsampler:
             return images
         size = (width * outscale, height * outscale)
         return np.stack([cv2.resize(img, size, interpolation=cv2.INTER_LANCZOS4) for img in images])
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.half and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
 
 
 def frames_to_unit(frames: np.ndarray) -> torch.Tensor:

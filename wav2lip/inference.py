@@ -11,7 +11,6 @@ box edge shows. Pixels outside the box are never touched.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import cv2
@@ -21,6 +20,7 @@ from torch import nn
 
 from pipeline.adaptive_batch import AdaptiveBatch
 from pipeline.config import Wav2LipConfig
+from pipeline.devices import float16_autocast
 from pipeline.errors import AudioError, ConfigError, NoFaceError
 from pipeline.types import FaceBox, FrameBatch
 from wav2lip.audio import MEL_STEP_SIZE, N_MELS
@@ -104,7 +104,7 @@ def forward_generator(
     def run(start: int, stop: int) -> np.ndarray:
         faces = torch.from_numpy(face_inputs[start:stop]).to(device)
         mels = torch.from_numpy(mel_inputs[start:stop]).to(device)
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), float16_autocast(device):
             pred = model(mels, faces)
         return pred.float().cpu().numpy()
 
@@ -112,12 +112,6 @@ def forward_generator(
     if not outputs:
         return np.zeros((0, 3, FACE_SIZE, FACE_SIZE), np.float32)
     return np.concatenate(outputs)
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def feather_mask(height: int, width: int, feather_px: float) -> np.ndarray:

@@ -12,7 +12,6 @@ a file appears under its final name only when complete.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import re
@@ -29,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.checkpoints import canonicalize_state_dict, load_checkpoint
+from pipeline.devices import float16_autocast
 from pipeline.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -149,11 +149,7 @@ def eval_loader(
 # --- mixed precision and losses ------------------------------------------------------------------------
 
 
-def autocast(device: torch.device, enabled: bool):
-    """float16 autocast on CUDA when ``enabled``; a no-op context on the CPU (``amp`` is CUDA only)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+autocast = float16_autocast  # ``amp`` is CUDA only: a no-op context on the CPU
 
 
 def make_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:

@@ -1,0 +1,24 @@
+"""Device helpers shared by every model wrapper."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def place_model(
+    model: torch.nn.Module, device: torch.device | str, half: bool | None
+) -> tuple[torch.nn.Module, torch.device, bool]:
+    """``model`` frozen in eval mode on ``device``; ``half=None`` means float16 on CUDA only."""
+    device = torch.device(device)
+    half = device.type == "cuda" if half is None else half
+    return model.eval().requires_grad_(False).to(device), device, half
+
+
+def float16_autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """float16 autocast on a CUDA ``device`` when ``enabled``; a no-op context elsewhere (the CPU runs
+    float32, as the official tools do)."""
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
