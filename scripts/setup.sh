@@ -15,12 +15,15 @@ if [ ! -x .venv/bin/python ]; then
   "${UV[@]}" venv --quiet --python "$PYTHON" .venv
 fi
 stamp=.venv/.setup-stamp
-if [ -f "$stamp" ] && [ "$stamp" -nt requirements.lock ] && [ "$stamp" -nt requirements-nodeps.txt ]; then
+if [ -f "$stamp" ] && [ "$stamp" -nt requirements.lock ] && [ "$stamp" -nt requirements-nodeps.txt ] \
+  && [ "$stamp" -nt scripts/setup.sh ]; then
   exit 0
 fi
 echo "setup: installing pinned dependencies into .venv"
-"${UV[@]}" pip install --quiet --python .venv/bin/python -r requirements.lock
+# --compile-bytecode: imports do not recompile torch's sources in every process where bytecode cannot be
+# cached (PYTHONDONTWRITEBYTECODE, read-only installs): 1.4 s less per run on 2 cores, 15 s more here once.
+"${UV[@]}" pip install --quiet --compile-bytecode --python .venv/bin/python -r requirements.lock
 # facexlib declares opencv-python (clashes with the headless build) and is otherwise satisfied by the lock.
-"${UV[@]}" pip install --quiet --python .venv/bin/python --no-deps -r requirements-nodeps.txt
+"${UV[@]}" pip install --quiet --python .venv/bin/python --compile-bytecode --no-deps -r requirements-nodeps.txt
 touch "$stamp"
 echo "setup: done (.venv)"
