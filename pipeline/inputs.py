@@ -31,7 +31,6 @@ class RenderInputs:
     video: Path
     is_still: bool
     output: Path
-    device: str
     audio: Path | None  # speech file, when not synthesising
     script: str | None  # text to synthesise, when not given audio
 
@@ -53,7 +52,7 @@ def check_inputs(config: PipelineConfig) -> RenderInputs:
     if config.output.save_audio:
         check_save_audio(Path(config.output.save_audio), sources)
     check_encoder_settings(config.output.crf, config.output.preset)
-    return RenderInputs(video, info.is_image, output, choose_device(config.device), audio, script)
+    return RenderInputs(video, info.is_image, output, audio, script)
 
 
 def _speech_source(config: PipelineConfig) -> tuple[str | None, Path | None]:
@@ -142,6 +141,8 @@ def check_encoder_settings(crf: int, preset: str) -> None:
 
 
 def choose_device(requested: str) -> str:
+    """The device for ``--device``: "cpu" or "cuda" (auto: CUDA when available). It imports torch
+    (about a second), so the render calls it in the model-loading thread, beside its ffmpeg work."""
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():

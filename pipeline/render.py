@@ -2,7 +2,7 @@
 
 1. Check the inputs and that every needed checkpoint is present (before any heavy work).
 2. Speech: synthesise the script or decode the given audio (16 kHz mono), with its mel windows, while
-   the models load in a thread.
+   a thread imports torch and loads the models.
 3. First pass over the video: detect and track the face in every frame that will be shown.
 4. Second pass: stream frames in output order through lip-sync and restoration into the encoder.
 5. Rename the finished file onto the output path and report what was written.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,11 +24,11 @@ from pipeline import timeline
 from pipeline.config import PipelineConfig
 from pipeline.errors import FFmpegError
 from pipeline.frames import iter_input_frames, iter_output_frames
-from pipeline.inputs import RenderInputs, check_inputs
+from pipeline.inputs import RenderInputs, check_inputs, choose_device
 from pipeline.media import FrameSize, VideoWriter, count_frames, read_first_frame
 from pipeline.models import Models, load_models, resolve_weights
 from pipeline.prefetch import BackgroundConsumer, prefetch
-from pipeline.speech import SpeechTrack, prepare_speech, save_wav
+from pipeline.speech import SpeechTrack, output_frame_count, save_wav, speech_audio, speech_track
 from pipeline.types import FrameBatch
 
 if TYPE_CHECKING:
@@ -93,21 +93,35 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     # 1. Check inputs and weights before any heavy work.
     inputs = check_inputs(config)
     weights = resolve_weights(config)
-    # 2. Models load in a thread while the speech is made (both take seconds; they overlap).
+    # 2. One thread imports torch, picks the device and loads the models (seconds) while this thread makes
+    #    the speech and reads the first frame, and (with --box) another counts the frames, both through
+    #    ffmpeg.
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models")
+    counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-frames")
     try:
-        loading = loader.submit(load_models, config, weights, inputs.device)
+        device = loader.submit(choose_device, config.device)
+        loading = loader.submit(lambda: load_models(config, weights, device.result()))
         t0 = time.perf_counter()
-        speech = prepare_speech(config, inputs)
+        audio = speech_audio(config, inputs, device.result)
+        counting = _count_for_box(counter, config, inputs, output_frame_count(audio, config.output.fps))
+        speech = speech_track(audio, config.output.fps)
         times.add("speech", time.perf_counter() - t0)
+        first = read_first_frame(inputs.video, config.output.fps)
+        size = FrameSize(first.shape[1], first.shape[0])
+        t0 = time.perf_counter()
+        box_frames = counting.result() if counting else None
+        times.add("decode", time.perf_counter() - t0)  # the wait left for the count
         t0 = time.perf_counter()
         models = loading.result()
-        times.add("load models", time.perf_counter() - t0)  # the wait left after the speech
+        times.add("load models", time.perf_counter() - t0)  # the wait left after the work above
     finally:
         loader.shutdown(wait=False, cancel_futures=True)
-    first = read_first_frame(inputs.video, config.output.fps)
-    size = FrameSize(first.shape[1], first.shape[0])
-    track = _track(config, inputs, models, size, speech.frame_count, first, times)
+        counter.shutdown(wait=False, cancel_futures=True)
+    # 3. Detect and track the face (or take the fixed box).
+    if box_frames is not None:
+        track = models.fixed_box_track(box_frames, size)
+    else:
+        track = _track(config, inputs, models, size, speech.frame_count, first, times)
     # 4. Stream the render.
     indices = timeline.source_indices(len(track.faces), speech.frame_count)
     out_size = models.output_size(size)
@@ -128,6 +142,20 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     )
 
 
+def _count_for_box(
+    counter: ThreadPoolExecutor, config: PipelineConfig, inputs: RenderInputs, n_output: int
+) -> Future[int] | None:
+    """With ``--box`` only the number of input frames (up to ``n_output``) matters: count them in
+    ``counter`` (ffmpeg, no pixels kept). None when the face is to be detected."""
+    if config.detect.box is None:
+        return None
+    if inputs.is_still:
+        done: Future[int] = Future()
+        done.set_result(1)
+        return done
+    return counter.submit(count_frames, inputs.video, config.output.fps, n_output)
+
+
 def _track(
     config: PipelineConfig,
     inputs: RenderInputs,
@@ -137,13 +165,8 @@ def _track(
     first: np.ndarray,
     times: StageTimes,
 ) -> FaceTrack:
-    """Detect (or take ``--box``) over the input frames that the output will show."""
+    """Detect and track the face over the input frames that the output will show."""
     fps = config.output.fps
-    if config.detect.box is not None:  # only the frame count matters: count without full decoding
-        t0 = time.perf_counter()
-        n_frames = 1 if inputs.is_still else count_frames(inputs.video, fps, n_output)
-        times.add("decode", time.perf_counter() - t0)
-        return models.fixed_box_track(n_frames, size)
     batch = frames_per_batch(config.detect.batch_size, size)
     if inputs.is_still:
         batches = prefetch(iter([first[None]]))

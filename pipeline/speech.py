@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +34,36 @@ class SpeechTrack:
         return np.stack([mel_window(self.mel, min(i, last), self.fps) for i in range(start, start + count)])
 
 
-def prepare_speech(config: PipelineConfig, inputs: RenderInputs) -> SpeechTrack:
-    audio = _speech_audio(config, inputs)
+def speech_audio(
+    config: PipelineConfig, inputs: RenderInputs, resolve_device: Callable[[], str] = lambda: "cpu"
+) -> AudioClip:
+    """The 16 kHz mono speech: the given recording decoded, or the script synthesised.
+
+    ``resolve_device`` is called only when a Coqui voice needs the device (the render passes the
+    model-loading thread's answer, which may still be on its way). Raises AudioError when it is empty.
+    """
+    audio = _speech_audio(config, inputs, resolve_device)
     if audio.samples.size == 0:
         raise AudioError("the speech is empty: nothing to lip-sync to")
+    return audio
+
+
+def speech_track(audio: AudioClip, fps: float) -> SpeechTrack:
+    """``audio`` with its mel spectrogram and the number of ``fps`` video frames it lasts."""
     from wav2lip.audio import melspectrogram
 
     mel = melspectrogram(audio.samples)
-    frames = timeline.output_frame_count(audio.duration_s, config.output.fps)
-    return SpeechTrack(audio, mel, config.output.fps, frames)
+    return SpeechTrack(audio, mel, fps, output_frame_count(audio, fps))
 
 
-def _speech_audio(config: PipelineConfig, inputs: RenderInputs) -> AudioClip:
+def output_frame_count(audio: AudioClip, fps: float) -> int:
+    """Video frames the output has for ``audio`` (see :func:`pipeline.timeline.output_frame_count`)."""
+    return timeline.output_frame_count(audio.duration_s, fps)
+
+
+def _speech_audio(
+    config: PipelineConfig, inputs: RenderInputs, resolve_device: Callable[[], str]
+) -> AudioClip:
     if inputs.audio is not None:
         return decode_audio(inputs.audio)
     import tts
@@ -53,8 +72,9 @@ def _speech_audio(config: PipelineConfig, inputs: RenderInputs) -> AudioClip:
     if config.tts.clone_voice_from_video:
         reference = decode_audio(inputs.video)
     assert inputs.script is not None
+    device = resolve_device() if config.tts.engine == "coqui" else None
     return tts.synthesize(
-        inputs.script, config.tts, reference_audio=reference, progress=not config.quiet, device=inputs.device
+        inputs.script, config.tts, reference_audio=reference, progress=not config.quiet, device=device
     )
 
 

@@ -775,7 +775,7 @@ def test_unexpected_failure_is_one_line_with_exit_1(env: Env, tmp_path: Path, ca
     def crash(*args):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(pipeline.render, "prepare_speech", crash)
+    monkeypatch.setattr(pipeline.render, "speech_audio", crash)
     code, lines = run_cli(env, tmp_path, base(env), capsys)
     assert code == 1
     assert lines == ["error: ZeroDivisionError: division by zero (run with --debug for the traceback)"]
