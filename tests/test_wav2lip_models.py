@@ -198,6 +198,20 @@ def test_loader_reproduces_saved_module_exactly(kind, wrapped, seeded_models, tm
         assert torch.equal(ours, theirs)
 
 
+def test_half_precision_copy_loads_as_float32_parameters(seeded_models, tmp_path):
+    source = seeded_models["wav2lip_generator"]
+    path = tmp_path / "wav2lip_half.pth"
+    half = {k: v.half() if v.is_floating_point() else v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": half}, path)
+    loaded = load_generator(path, device="cpu")
+    assert all(isinstance(p, torch.nn.Parameter) and p.dtype == torch.float32 for p in loaded.parameters())
+    counters = [b for name, b in loaded.named_buffers() if name.endswith("num_batches_tracked")]
+    assert counters and all(b.dtype == torch.int64 for b in counters)
+    weight = loaded.face_encoder_blocks[0][0].conv_block[0].weight
+    expected = source.face_encoder_blocks[0][0].conv_block[0].weight.half().float()
+    assert torch.equal(weight, expected)
+
+
 def test_generator_loader_names_the_syncnet_file(seeded_models, tmp_path):
     path = tmp_path / "lipsync_expert.pth"
     torch.save({"state_dict": seeded_models["syncnet_expert"].state_dict()}, path)

@@ -98,11 +98,17 @@ def _load(path: str | Path, kind: str, device: str | torch.device) -> nn.Module:
     what = DESCRIPTIONS[kind].split(" (")[0].removeprefix("the ")
     state = load_state_dict(path, what)
     check_model(state, kind, path)
-    with torch.device("meta"):
+    with torch.device("meta"):  # no storage and no random init: the checkpoint's tensors are taken over
         module = MODEL_CLASSES[kind]()
-    module = module.to_empty(device=device)  # storage without random init; every entry is overwritten
-    module.load_state_dict(state, strict=True)
-    return module.eval()
+    # assign=True rather than to_empty() + copy: to_empty imports sympy (0.35 s) through torch's refs.
+    module.load_state_dict(_as_float32(state), strict=True, assign=True)
+    return module.to(device).eval()
+
+
+def _as_float32(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """Floating-point entries in float32 (a checkpoint re-saved in half precision loads like the
+    official one; autocast runs half precision on CUDA)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def check_model(state_dict: Mapping[str, torch.Tensor], kind: str, path: str | Path) -> None:
