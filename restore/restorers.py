@@ -23,12 +23,17 @@ import spandrel_extra_arches
 import torch
 
 from pipeline.checkpoints import load_state_dict
-from pipeline.devices import float16_autocast, place_model
+from pipeline.devices import float16_autocast, place_model, to_channels_last
 from pipeline.errors import ConfigError, WrongModelError
 from restore.convert import FACE_SIZE, check_faces, faces_to_tensor, tensor_to_faces
 
 # spandrel architecture id -> our name for the restorer
 RESTORER_KINDS = {"GFPGAN": "gfpgan", "CodeFormer": "codeformer", "RestoreFormer": "restoreformer"}
+
+# Restorers run channels-last (CodeFormer: 3.0 instead of 3.5 s per face on 2 CPU cores, outputs within
+# one grey level). GFPGAN cannot: its network flattens feature maps with view(), which needs the default
+# layout.
+CHANNELS_LAST_KINDS = frozenset({"codeformer"})
 
 # Checkpoints of this project's other models, recognised by the top-level modules they must all hold.
 OTHER_MODEL_SIGNATURES = (
@@ -59,6 +64,8 @@ def load_restorer(
             "restorer; use GFPGANv1.4.pth, GFPGANv1.3.pth or codeformer.pth"
         )
     model, device, half = place_model(descriptor.model, device, half)
+    if kind in CHANNELS_LAST_KINDS:
+        to_channels_last(model)
     return FaceRestorer(model, kind, device, half)
 
 
@@ -101,6 +108,7 @@ class FaceRestorer:
         self.half = half
         self.face_size = face_size  # pixels, side of the aligned crops the network takes (512 when loaded)
         self._forward = _FORWARDS[kind]
+        self.memory_format = torch.channels_last if kind in CHANNELS_LAST_KINDS else torch.contiguous_format
 
     def __repr__(self) -> str:
         return f"FaceRestorer(kind={self.kind!r}, device={self.device}, half={self.half})"
@@ -117,7 +125,7 @@ class FaceRestorer:
             raise ConfigError(f"restore.fidelity must be in [0, 1], got {fidelity}")
         if len(faces) == 0:
             return faces.copy()
-        inputs = faces_to_tensor(faces).to(self.device)
+        inputs = faces_to_tensor(faces).to(self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), float16_autocast(self.device, self.half):
             output = self._forward(self.model, inputs, fidelity)
         return tensor_to_faces(output)

