@@ -35,6 +35,9 @@ CHECKPOINTS = {  # name -> (layout, file name)
     "codeformer": ("codeformer", "codeformer.pth"),
     "detector": ("retinaface_resnet50", "detection_Resnet50_Final.pth"),
 }
+# Compute in the main thread; "decode" and "encode" in a render are only the waits on the ffmpeg processes.
+MODEL_STAGES = ("detect", "lip-sync", "restore", "paste")
+ENCODE_SAMPLE_FRAMES = 100  # frames held in memory to time the encoder alone
 OFFICIAL_CPU = {  # the official tool on our 2-core CPU, fixed box, no restoration (issue 8)
     "10 s 720p wall": 29.0,
     "10 s 720p peak GB": 3.4,
@@ -173,16 +176,48 @@ def run_one(job: dict) -> dict:
     summary = pipeline.run(build_config(overrides))
     peak_kb = peak_rss_kb()
     stages = {k: round(v, 2) for k, v in summary.stage_seconds.items()}
-    model_s = sum(stages.get(k, 0.0) for k in ("lip-sync", "restore", "detect"))
+    model_s = sum(stages.get(k, 0.0) for k in MODEL_STAGES)
+    stage_fps = {k: round(summary.frames / stages[k], 1) for k in MODEL_STAGES if stages.get(k)}
     return {
         "frames": summary.frames,
         "wall_s": round(summary.total_seconds, 2),
         "stages_s": stages,
+        "stage_fps": {**time_ffmpeg_alone(job, summary.frames), **stage_fps},
         "fps": round(summary.frames / summary.total_seconds, 1),
         "realtime_factor": round(summary.duration_s / summary.total_seconds, 2),
         "model_stages_s": round(model_s, 2),
         "peak_rss_mb": round(peak_kb / 1024, 1),
     }
+
+
+def time_ffmpeg_alone(job: dict, frames: int) -> dict[str, float]:
+    """Frames per second of the decoder alone (the whole clip, streamed) and of the encoder alone (the
+    first ``ENCODE_SAMPLE_FRAMES`` frames from memory, with the speech), after the render (so that the
+    render's peak memory is its own)."""
+    import numpy as np
+
+    from pipeline.config import OutputConfig
+    from pipeline.media import FrameSize, VideoReader, VideoWriter, read_first_frame
+    from pipeline.types import AudioClip
+
+    first = read_first_frame(job["video"], 25)
+    size = FrameSize(first.shape[1], first.shape[0])
+    kept, start = [], time.perf_counter()
+    with VideoReader(job["video"], size, 25, 16, max_frames=frames) as reader:
+        for batch in reader:
+            if sum(map(len, kept)) < ENCODE_SAMPLE_FRAMES:
+                kept.append(batch)
+    decode_fps = frames / (time.perf_counter() - start)
+    sample = np.concatenate(kept)[:ENCODE_SAMPLE_FRAMES]
+    out = OutputConfig()
+    audio = AudioClip(np.zeros(int(16000 * len(sample) / 25), np.float32), 16000)
+    target, preset = Path(job["output"]).with_suffix(".encode.mp4"), job["preset"] or out.preset
+    start = time.perf_counter()
+    with VideoWriter(target, size, 25, out.crf, preset, audio) as writer:
+        for i in range(0, len(sample), 16):
+            writer.write(sample[i : i + 16])
+        writer.commit()
+    return {"decode": round(decode_fps, 1), "encode": round(len(sample) / (time.perf_counter() - start), 1)}
 
 
 def peak_rss_kb() -> int:
@@ -237,17 +272,18 @@ def markdown(rows: list[dict], args) -> str:
         f"command: python benchmarks/bench_pipeline.py {' '.join(sys.argv[1:])}",
         "",
         "| clip | restorer | frames | wall s | fps | x real time | model stages s | peak RSS MB "
-        "| stages (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stages (s) | stage frames/s (decode, encode: ffmpeg alone) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if row.get("stage") == "detect":
             continue
         stages = ", ".join(f"{k} {v}" for k, v in row["stages_s"].items())
+        stage_fps = ", ".join(f"{k} {v}" for k, v in row["stage_fps"].items())
         lines.append(
             f"| {row['size']} {row['seconds']:g} s | {row['restorer']} | {row['frames']} | {row['wall_s']} "
             f"| {row['fps']} | {row['realtime_factor']} | {row['model_stages_s']} | {row['peak_rss_mb']} "
-            f"| {stages} |"
+            f"| {stages} | {stage_fps} |"
         )
     for row in rows:
         if row.get("stage") == "detect":

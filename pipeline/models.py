@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.config import PipelineConfig
 from pipeline.media import FrameSize
-from pipeline.types import FaceBox, FrameBatch
+from pipeline.types import FaceBox, FrameBatch, StageClock
 
 if TYPE_CHECKING:  # pipeline.faces imports torch: only the stages that run need it
     from pipeline.faces import FaceTrack
@@ -86,15 +86,13 @@ class Models:
             return track
         return prepare_landmarks(track, self.config.restore.landmark_smooth_window)
 
-    def process(self, batch: FrameBatch, times) -> FrameBatch:
-        """Lip-sync then restore one batch, adding the seconds of each to ``times``."""
+    def process(self, batch: FrameBatch, times: StageClock) -> FrameBatch:
+        """Lip-sync then restore one batch, adding the seconds of each stage to ``times``."""
         start = time.perf_counter()
         batch = self.lipsyncer.process(batch)
         times.add("lip-sync", time.perf_counter() - start)
         if self.restorer_stage is not None:
-            start = time.perf_counter()
-            batch = self.restorer_stage.process(batch)
-            times.add("restore", time.perf_counter() - start)
+            batch = self.restorer_stage.process(batch, times)
         return batch
 
     def output_size(self, size: FrameSize) -> FrameSize:

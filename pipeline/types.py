@@ -12,8 +12,15 @@ Conventions used everywhere in the project:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+
+
+class StageClock(Protocol):
+    """Where a stage reports the wall-clock seconds it spent (``pipeline.render.StageTimes``)."""
+
+    def add(self, stage: str, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)

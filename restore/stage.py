@@ -15,6 +15,7 @@ are sharper but less faithful to the input face and flicker more.
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 from pipeline.adaptive_batch import AdaptiveBatch
 from pipeline.config import RestoreConfig
 from pipeline.errors import ConfigError, WrongModelError
-from pipeline.types import FrameBatch
+from pipeline.types import FrameBatch, StageClock
 from restore.align import estimate_affine, inverse_affine, warp_face
 from restore.blend import parsing_face_mask, paste_face_into
 from restore.parsing import FaceParser, load_parser
@@ -64,18 +65,26 @@ class FaceRestoreStage:
         """Output frame ``(width, height)`` in pixels for an input of ``width`` x ``height``."""
         return width * self.cfg.upscale, height * self.cfg.upscale
 
-    def process(self, batch: FrameBatch) -> FrameBatch:
+    def process(self, batch: FrameBatch, times: StageClock | None = None) -> FrameBatch:
         """Restore the faces of ``batch`` (frames ``(N, H, W, 3) uint8`` BGR) -> frames
-        ``(N, H * upscale, W * upscale, 3) uint8`` BGR, same faces, mel and start index."""
+        ``(N, H * upscale, W * upscale, 3) uint8`` BGR, same faces, mel and start index.
+
+        ``times``, when given, gets the seconds of "restore" (align, network, parsing) and "paste"
+        (upscaling the frames and blending the faces back)."""
+        start = time.perf_counter()
         # 1. Align every face that has landmarks.
         indices, crops, affines = self._align(batch)
         # 2. Restore (and parse) the crops, cfg.batch_size at a time.
         restored, masks = self._restore(crops)
+        restored_at = time.perf_counter()
         # 3. Upscale the frames, then blend each restored face back.
         frames = self._upscale(batch.frames)
         for index, face, affine, mask in zip(indices, restored, affines, masks):
             inverse = inverse_affine(affine, self.cfg.upscale)
             paste_face_into(frames[index], face, inverse, self.cfg.upscale, mask)
+        if times is not None:
+            times.add("restore", restored_at - start)
+            times.add("paste", time.perf_counter() - restored_at)
         return batch.with_frames(frames)
 
     def _align(self, batch: FrameBatch) -> tuple[list[int], np.ndarray, list[np.ndarray]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -70,6 +72,22 @@ def test_restores_faces_with_landmarks_and_passes_the_rest(restorer, batch):
         expected = expected_frame(batch.frames[i], batch.faces[i], restorer)
         np.testing.assert_array_equal(out.frames[i], expected)
         assert np.mean(np.any(out.frames[i] != batch.frames[i], axis=2)) > 0.1
+
+
+def test_reports_restore_and_paste_seconds(restorer, batch):
+    from pipeline.render import StageTimes
+
+    times = StageTimes()
+    stage = FaceRestoreStage(restorer, RestoreConfig(batch_size=1, parsing=False, upscale=2))
+    start = time.perf_counter()
+    out = stage.process(batch, times)
+    elapsed = time.perf_counter() - start
+    assert out.frames.shape == (4, 2 * HEIGHT, 2 * WIDTH, 3)
+    assert set(times.seconds) == {"restore", "paste"}
+    assert all(seconds > 0 for seconds in times.seconds.values())
+    assert sum(times.seconds.values()) <= elapsed
+    stage.process(batch, times)  # a second batch adds to the same stages
+    assert sum(times.seconds.values()) > elapsed / 2 and set(times.seconds) == {"restore", "paste"}
 
 
 def test_batch_size_does_not_change_the_result(restorer, batch):
