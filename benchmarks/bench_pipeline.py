@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--detect-frames", type=int, default=32, help="frames for the detection timing (0: skip)"
     )
+    parser.add_argument(
+        "--detect-clips",
+        default="",
+        help="comma list of SIZE:SECONDS clips (e.g. 1280x720:10) also rendered with face detection on "
+        "(score threshold 0, so that the seeded detector keeps a face in every frame)",
+    )
     parser.add_argument("--run-one", help=argparse.SUPPRESS)  # internal: one render in this process
     return parser.parse_args(argv)
 
@@ -91,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                 clip = make_clip(args.workdir, size, seconds)
                 rows.append(render_in_subprocess(clip, size, seconds, restorer, weights, args))
                 print(json.dumps(rows[-1]), flush=True)
+    for clip_spec in filter(None, args.detect_clips.split(",")):
+        size, seconds = clip_spec.split(":")
+        clip = make_clip(args.workdir, size, float(seconds))
+        rows.append(render_in_subprocess(clip, size, float(seconds), "none", weights, args, detect=True))
+        print(json.dumps(rows[-1]), flush=True)
     print(markdown(rows, args))
     return 0
 
@@ -122,7 +133,9 @@ def make_clip(workdir: Path, size: str, seconds: float) -> tuple[Path, Path]:
     return video, audio
 
 
-def render_in_subprocess(clip, size: str, seconds: float, restorer: str, weights, args) -> dict:
+def render_in_subprocess(
+    clip, size: str, seconds: float, restorer: str, weights, args, detect: bool = False
+) -> dict:
     width, height = (int(v) for v in size.split("x"))
     box = [height // 4, height // 4 + height // 2, width // 2 - height // 4, width // 2 + height // 4]
     job = {
@@ -130,7 +143,7 @@ def render_in_subprocess(clip, size: str, seconds: float, restorer: str, weights
         "audio": str(clip[1]),
         "device": args.device,
         "restorer": restorer,
-        "box": box,
+        "box": None if detect else box,
         "weights": {k: str(v) for k, v in weights.items()},
         "batch_size": args.batch_size,
         "restore_batch": args.restore_batch,
@@ -145,6 +158,7 @@ def render_in_subprocess(clip, size: str, seconds: float, restorer: str, weights
         raise SystemExit(f"render failed: {result.stderr.strip().splitlines()[-1:]}")
     row = json.loads(result.stdout.strip().splitlines()[-1])
     row.update(
+        face="detected" if detect else "fixed box",
         size=size,
         seconds=seconds,
         restorer=restorer,
@@ -164,7 +178,9 @@ def run_one(job: dict) -> dict:
         "audio": job["audio"],
         "device": job["device"],
         "quiet": True,
-        "detect": {"box": job["box"]},
+        "detect": {"box": job["box"]}
+        if job["box"]
+        else {"score_threshold": 0.0, "checkpoint": job["weights"]["detector"]},
         "wav2lip": {"checkpoint": job["weights"]["wav2lip"], "batch_size": job["batch_size"]},
         "restore": {
             "restorer": job["restorer"],
@@ -281,7 +297,8 @@ def markdown(rows: list[dict], args) -> str:
         stages = ", ".join(f"{k} {v}" for k, v in row["stages_s"].items())
         stage_fps = ", ".join(f"{k} {v}" for k, v in row["stage_fps"].items())
         lines.append(
-            f"| {row['size']} {row['seconds']:g} s | {row['restorer']} | {row['frames']} | {row['wall_s']} "
+            f"| {row['size']} {row['seconds']:g} s, {row['face']} | {row['restorer']} | {row['frames']} "
+            f"| {row['wall_s']} "
             f"| {row['fps']} | {row['realtime_factor']} | {row['model_stages_s']} | {row['peak_rss_mb']} "
             f"| {stages} | {stage_fps} |"
         )

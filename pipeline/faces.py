@@ -199,17 +199,25 @@ def detections_to_faces(rows: np.ndarray, frame_size: tuple[int, int]) -> list[F
     frame (boxes left empty by clipping, and rows with non-finite numbers, are dropped) and ``(5, 2)``
     float32 landmarks."""
     height, width = frame_size
-    faces = []
-    for row in rows:
-        if not np.isfinite(row).all():
-            continue
-        left, right = (int(np.clip(np.rint(v), 0, width)) for v in (row[0], row[2]))
-        top, bottom = (int(np.clip(np.rint(v), 0, height)) for v in (row[1], row[3]))
-        if bottom <= top or right <= left:
-            continue
-        points = row[5:DETECTION_COLUMNS].reshape(N_LANDMARKS, 2).astype(np.float32)
-        faces.append(FaceBox(top, bottom, left, right, landmarks=points, score=float(row[4])))
-    return faces
+    rows = np.asarray(rows, np.float32).reshape(-1, DETECTION_COLUMNS)
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    # Round and clip all edges at once (a detector with a low threshold can report thousands of rows).
+    edges = np.rint(rows[:, :4].astype(np.float64))
+    left, right = (np.clip(edges[:, i], 0, width).astype(int) for i in (0, 2))
+    top, bottom = (np.clip(edges[:, i], 0, height).astype(int) for i in (1, 3))
+    keep = np.flatnonzero((bottom > top) & (right > left))
+    points = rows[:, 5:DETECTION_COLUMNS].reshape(-1, N_LANDMARKS, 2)
+    return [
+        FaceBox(
+            int(top[i]),
+            int(bottom[i]),
+            int(left[i]),
+            int(right[i]),
+            landmarks=points[i].copy(),
+            score=float(rows[i, 4]),
+        )
+        for i in keep
+    ]
 
 
 def detection_size(frame_size: tuple[int, int], max_side: int) -> tuple[int, int]:

@@ -258,6 +258,7 @@ def test_detections_to_faces_rounds_clips_and_drops_empty():
         [
             [-5.4, 10.6, 50.5, 130.0, 0.9] + list(range(10)),
             [200.0, 10.0, 230.0, 40.0, 0.8] + [0.0] * 10,  # wholly right of a 160-wide frame
+            [10.0, 10.0, 60.0, 60.0, float("nan")] + [0.0] * 10,  # not finite
         ],
         dtype=np.float32,
     )
@@ -267,6 +268,7 @@ def test_detections_to_faces_rounds_clips_and_drops_empty():
     assert faces[0].landmarks.shape == (5, 2) and faces[0].landmarks.dtype == np.float32
     np.testing.assert_array_equal(faces[0].landmarks[1], [2.0, 3.0])
     assert faces[0].score == pytest.approx(0.9)
+    assert detections_to_faces(np.zeros((0, 15), np.float32), (120, 160)) == []
 
 
 def test_detect_rejects_non_uint8_frames():
