@@ -16,6 +16,7 @@ import spandrel
 import torch
 import torch.nn.functional as F
 
+from pipeline.adaptive_batch import AdaptiveBatch
 from pipeline.checkpoints import load_state_dict
 from pipeline.devices import float16_autocast, place_model
 from pipeline.errors import WrongModelError
@@ -23,6 +24,7 @@ from pipeline.errors import WrongModelError
 TILE_SIZE = 400  # input pixels per tile side (the official tools' --bg_tile default)
 TILE_PAD = 10  # input pixels of overlap around each tile (GFPGAN's inference script)
 MOD_SCALE = {1: 4, 2: 2}  # network scale -> input side multiple it needs (Real-ESRGAN's mod padding)
+MAX_FRAMES_PER_FORWARD = 64  # frames upsampled together (fewer after a GPU out-of-memory error)
 
 
 def load_bg_upsampler(
@@ -67,9 +69,16 @@ class BackgroundUpsampler:
         self.half = half
         self.tile_size = tile_size
         self.tile_pad = tile_pad
+        self.batches = AdaptiveBatch(MAX_FRAMES_PER_FORWARD, "background upscaling")
 
     def upsample(self, frames: np.ndarray, outscale: int) -> np.ndarray:
-        """``(N, H, W, 3) uint8`` BGR -> ``(N, H * outscale, W * outscale, 3) uint8`` BGR."""
+        """``(N, H, W, 3) uint8`` BGR -> ``(N, H * outscale, W * outscale, 3) uint8`` BGR.
+
+        Out of GPU memory, fewer frames go through the network at once (halved, down to one)."""
+        parts = self.batches.map(len(frames), lambda a, b: self._upsample(frames[a:b], outscale))
+        return np.concatenate(parts) if parts else frames[:0]
+
+    def _upsample(self, frames: np.ndarray, outscale: int) -> np.ndarray:
         _, height, width, _ = frames.shape
         inputs = frames_to_unit(frames).to(self.device)
         padded, pad_h, pad_w = mod_pad(inputs, MOD_SCALE.get(self.scale))

@@ -618,6 +618,27 @@ def test_restoration_out_of_memory_halves_the_batch_and_matches_a_normal_run():
     np.testing.assert_array_equal(restored, _restore_stage(MirrorNet(), batch_size=1).process(batch).frames)
 
 
+class NearestTwice(torch.nn.Module):
+    """A stand-in x2 super-resolution network: nearest-neighbour upsampling."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_background_upscaling_out_of_memory_halves_the_frames_per_forward():
+    from restore.upsample import BackgroundUpsampler
+
+    frames = np.random.default_rng(4).integers(0, 256, (3, 24, 32, 3), dtype=np.uint8)
+    wrapped = FailsAbove(NearestTwice(), limit=1)
+    upsampler = BackgroundUpsampler(wrapped, 2, torch.device("cpu"), half=False)
+    warning = "background upscaling: out of GPU memory with a batch of 3; continuing with 1"
+    with pytest.warns(UserWarning, match=warning):
+        out = upsampler.upsample(frames, 2)
+    assert wrapped.sizes == [3, 1, 1, 1] and upsampler.batches.size == 1
+    assert out.shape == (3, 48, 64, 3)
+    np.testing.assert_array_equal(out, frames.repeat(2, axis=1).repeat(2, axis=2))
+
+
 def test_out_of_memory_at_batch_1_through_the_cli(env: Env, tmp_path: Path, capsys, monkeypatch):
     import wav2lip
 
