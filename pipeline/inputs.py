@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +93,8 @@ def output_path(requested: str | None, video: Path) -> Path:
 
 
 def check_output(output: Path, inputs: list[Path]) -> None:
-    """Refuse an output that overwrites an input or cannot be written; create its folder."""
+    """Refuse an output that overwrites an input or cannot be written. Its folder is not created here
+    (the render creates it when it starts writing: see :func:`output_folder`)."""
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"output {output} must end in one of {', '.join(sorted(OUTPUT_SUFFIXES))}")
     if output.is_dir():
@@ -99,14 +102,44 @@ def check_output(output: Path, inputs: list[Path]) -> None:
     for source in inputs:
         if output.resolve() == source.resolve():
             raise InputError(f"output {output} is the same file as the input; choose another -o/--output")
+    existing = nearest_existing_folder(output.parent)
+    if not existing.is_dir():
+        raise InputError(
+            f"cannot create the output folder {output.parent} ({existing} is a file); "
+            "choose an -o/--output inside a folder you can write to"
+        )
+    check_writable_folder(existing, output)
+
+
+def nearest_existing_folder(folder: Path) -> Path:
+    """``folder`` itself or its closest ancestor that exists (which may be a file in the way)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate
+    return Path.cwd()  # a relative path's first part is missing: it would be created in the working folder
+
+
+@contextlib.contextmanager
+def output_folder(folder: Path) -> Iterator[None]:
+    """Create ``folder`` (and its missing parents) for the render; if the render fails, remove the ones
+    created here again, so that a failed run leaves no trace (folders that are not empty are kept)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(
-            f"cannot create the output folder {output.parent} ({exc.strerror}); "
+            f"cannot create the output folder {folder} ({exc.strerror}); "
             "choose an -o/--output inside a folder you can write to"
         ) from exc
-    check_writable_folder(output.parent, output)
+    try:
+        yield
+    except BaseException:
+        for created in missing:
+            try:
+                created.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def check_writable_folder(folder: Path, output: Path) -> None:

@@ -24,7 +24,7 @@ from pipeline import timeline
 from pipeline.config import PipelineConfig
 from pipeline.errors import FFmpegError
 from pipeline.frames import iter_input_frames, iter_output_frames
-from pipeline.inputs import RenderInputs, check_inputs, choose_device
+from pipeline.inputs import RenderInputs, check_inputs, choose_device, output_folder
 from pipeline.media import FrameSize, VideoWriter, count_frames, read_first_frame
 from pipeline.models import Models, load_models, resolve_weights
 from pipeline.prefetch import BackgroundConsumer, prefetch
@@ -125,7 +125,8 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     # 4. Stream the render.
     indices = timeline.source_indices(len(track.faces), speech.frame_count)
     out_size = models.output_size(size)
-    _render(config, inputs, models, speech, track, indices, size, out_size, first, times)
+    with output_folder(inputs.output.parent):  # created now, removed again if the render fails
+        _render(config, inputs, models, speech, track, indices, size, out_size, first, times)
     # 5. The speech is kept only once the video exists, so a failed run leaves nothing behind.
     saved_audio = save_wav(speech.audio, Path(config.output.save_audio)) if config.output.save_audio else None
     return RunSummary(

@@ -72,6 +72,8 @@ def run_cli(env: Env, tmp: Path, args: list[str], capsys, box: bool = True) -> t
 
 def assert_nothing_written(tmp: Path, output: Path) -> None:
     assert not output.exists()
+    assert not output.parent.exists()  # the run's output folder is created only for the render, and
+    # removed again when the render fails
     assert [p for p in tmp.rglob("*") if ".partial" in p.name] == []
     assert not (tmp / MARKER).exists()
 
@@ -340,6 +342,24 @@ def test_bad_input_gives_one_line_error_and_no_output(env: Env, tmp_path: Path, 
     for fragment in case.says:
         assert fragment.format(tmp=tmp_path) in lines[0]
     assert_nothing_written(tmp_path, tmp_path / "out" / "result.mp4")
+
+
+def test_output_folder_is_created_for_the_render_and_removed_again_if_it_fails(tmp_path: Path):
+    from pipeline.inputs import output_folder
+
+    target = tmp_path / "a" / "b"
+    with pytest.raises(RuntimeError), output_folder(target):
+        assert target.is_dir()
+        raise RuntimeError("the render failed")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("not ours")
+    with pytest.raises(KeyboardInterrupt), output_folder(target):
+        raise KeyboardInterrupt
+    assert (tmp_path / "a" / "keep.txt").exists() and not target.exists()  # only what it created goes
+    with output_folder(target):
+        pass
+    assert target.is_dir()
 
 
 # --- inputs that must render -----------------------------------------------------------------------
@@ -877,7 +897,7 @@ def test_ctrl_c_and_sigterm_mid_render_leave_nothing_behind(env: Env, tmp_path: 
         last = [line for line in re.split(r"[\r\n]+", err) if line.strip()][-1]
         assert code == 130 and last == f"error: {expected[sig]}; no output was written", err
         assert "Traceback" not in err
-        assert sorted(p.name for p in folder.iterdir()) == []  # no output, no temporary
+        assert not folder.exists()  # no output, no temporary, not even the folder the run created
     assert _processes_mentioning(str(tmp_path)) == []  # the ffmpeg decoders and encoders are gone
 
 
