@@ -74,6 +74,16 @@ def test_restores_faces_with_landmarks_and_passes_the_rest(restorer, batch):
         assert np.mean(np.any(out.frames[i] != batch.frames[i], axis=2)) > 0.1
 
 
+def test_default_batch_size_is_one_face_on_cpu_and_eight_on_cuda(restorer):
+    from restore.stage import restore_batch_size
+
+    assert FaceRestoreStage(restorer, RestoreConfig()).batches.size == 1  # the tiny restorer is on CPU
+    assert restore_batch_size(None, "cuda") == 8 and restore_batch_size(None, torch.device("cpu")) == 1
+    assert restore_batch_size(3, "cuda") == 3
+    with pytest.raises(ConfigError, match="at least 1"):
+        FaceRestoreStage(restorer, RestoreConfig(batch_size=0))
+
+
 def test_reports_restore_and_paste_seconds(restorer, batch):
     from pipeline.render import StageTimes
 
