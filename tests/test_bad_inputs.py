@@ -803,6 +803,19 @@ def test_decoder_failure_mid_render_reports_ffmpegs_line(env: Env, tmp_path: Pat
 # --- the exit-code and message contract ------------------------------------------------------------
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("speech", ["audio", "coqui"])
+def test_cuda_asked_for_without_cuda_is_one_line_exit_2(env: Env, tmp_path: Path, capsys, speech: str):
+    # The device is chosen in the model-loading thread; its error reaches the user like any other, also
+    # when a Coqui voice asks for the device first (the Coqui package itself is never reached).
+    coqui = ["--video", str(env.face), "--text-string", "hi", "--tts", "coqui"]
+    args = base(env) if speech == "audio" else coqui
+    code, lines = run_cli(env, tmp_path, [*args, "--device", "cuda"], capsys)
+    assert code == 2
+    assert lines == ["error: --device cuda was asked for, but no CUDA device is available (use --device cpu)"]
+    assert_nothing_written(tmp_path, tmp_path / "out" / "result.mp4")
+
+
 def test_debug_adds_the_traceback(env: Env, tmp_path: Path, capsys):
     code, lines = run_cli(env, tmp_path, ["--video", str(tmp_path / "none.mp4"), "--text-string", "hi",
                                           "--debug"], capsys)  # fmt: skip
