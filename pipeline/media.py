@@ -63,10 +63,45 @@ def read_first_frame(path: str | Path, fps: float) -> np.ndarray:
 
 def count_frames(path: str | Path, fps: float, max_frames: int | None = None) -> int:
     """Frames of ``path`` at constant ``fps`` (at most ``max_frames``), without keeping any pixels."""
-    result = subprocess.run(ffmpeg.count_frames_args(path, fps, max_frames), capture_output=True, check=False)
-    if result.returncode != 0:
-        raise FFmpegError(f"decoding {path} failed: {ffmpeg.essential_stderr(result.stderr)}")
-    return len(result.stdout)
+    with FrameCounter(path, fps, max_frames) as counter:
+        return counter.result()
+
+
+class FrameCounter:
+    """:func:`count_frames` started now and collected later: ffmpeg counts while the caller works.
+
+    ffmpeg writes one byte per frame into a pipe (64 KiB hold 43 minutes at 25 fps before it waits).
+    Leaving the context without :meth:`result` (an error, Ctrl-C) kills it.
+    """
+
+    def __init__(self, path: str | Path, fps: float, max_frames: int | None = None) -> None:
+        self.path = Path(path)
+        self._process = subprocess.Popen(
+            ffmpeg.count_frames_args(path, fps, max_frames),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        _LIVE_PROCESSES.add(self._process)
+
+    def result(self) -> int:
+        """Wait for ffmpeg; the number of frames (FFmpegError when decoding failed)."""
+        stdout, stderr = self._process.communicate()
+        _LIVE_PROCESSES.discard(self._process)
+        if self._process.returncode != 0:
+            raise FFmpegError(f"decoding {self.path} failed: {ffmpeg.essential_stderr(stderr)}")
+        return len(stdout)
+
+    def close(self) -> None:
+        _terminate(self._process)
+        if self._process.stderr is not None:
+            self._process.stderr.close()
+
+    def __enter__(self) -> FrameCounter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class VideoReader:

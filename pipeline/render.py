@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,8 +25,8 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import FFmpegError
 from pipeline.frames import iter_input_frames, iter_output_frames
 from pipeline.inputs import RenderInputs, check_inputs, choose_device, output_folder
-from pipeline.media import FrameSize, VideoWriter, count_frames, read_first_frame
-from pipeline.models import Models, load_models, resolve_weights
+from pipeline.media import FrameCounter, FrameSize, VideoWriter, read_first_frame
+from pipeline.models import Models, WeightPaths, load_models, resolve_weights
 from pipeline.prefetch import BackgroundConsumer, prefetch
 from pipeline.speech import SpeechTrack, output_frame_count, save_wav, speech_audio, speech_track
 from pipeline.types import FrameBatch
@@ -93,33 +93,13 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     # 1. Check inputs and weights before any heavy work.
     inputs = check_inputs(config)
     weights = resolve_weights(config)
-    # 2. One thread imports torch, picks the device and loads the models (seconds) while this thread makes
-    #    the speech and reads the first frame, and (with --box) another counts the frames, both through
-    #    ffmpeg.
-    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models")
-    counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-frames")
-    try:
-        device = loader.submit(choose_device, config.device)
-        loading = loader.submit(lambda: load_models(config, weights, device.result()))
-        t0 = time.perf_counter()
-        audio = speech_audio(config, inputs, device.result)
-        counting = _count_for_box(counter, config, inputs, output_frame_count(audio, config.output.fps))
-        speech = speech_track(audio, config.output.fps)
-        times.add("speech", time.perf_counter() - t0)
-        first = read_first_frame(inputs.video, config.output.fps)
-        size = FrameSize(first.shape[1], first.shape[0])
-        t0 = time.perf_counter()
-        box_frames = counting.result() if counting else None
-        times.add("decode", time.perf_counter() - t0)  # the wait left for the count
-        t0 = time.perf_counter()
-        models = loading.result()
-        times.add("load models", time.perf_counter() - t0)  # the wait left after the work above
-    finally:
-        loader.shutdown(wait=False, cancel_futures=True)
-        counter.shutdown(wait=False, cancel_futures=True)
+    # 2. Speech, first frame and models (prepared side by side).
+    ready = _prepare(config, inputs, weights, times)
+    models, speech, first = ready.models, ready.speech, ready.first
+    size = FrameSize(first.shape[1], first.shape[0])
     # 3. Detect and track the face (or take the fixed box).
-    if box_frames is not None:
-        track = models.fixed_box_track(box_frames, size)
+    if ready.box_frames is not None:
+        track = models.fixed_box_track(ready.box_frames, size)
     else:
         track = _track(config, inputs, models, size, speech.frame_count, first, times)
     # 4. Stream the render.
@@ -143,18 +123,59 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
     )
 
 
-def _count_for_box(
-    counter: ThreadPoolExecutor, config: PipelineConfig, inputs: RenderInputs, n_output: int
-) -> Future[int] | None:
-    """With ``--box`` only the number of input frames (up to ``n_output``) matters: count them in
-    ``counter`` (ffmpeg, no pixels kept). None when the face is to be detected."""
+@dataclass(frozen=True)
+class _Prepared:
+    models: Models
+    speech: SpeechTrack
+    first: np.ndarray  # the first video frame, (H, W, 3) uint8 BGR
+    box_frames: int | None  # input frames to show with --box; None when the face is detected
+
+
+def _prepare(
+    config: PipelineConfig, inputs: RenderInputs, weights: WeightPaths, times: StageTimes
+) -> _Prepared:
+    """One thread imports torch, picks the device and loads the models (seconds) while this thread makes
+    the speech and reads the first frame through ffmpeg; with ``--box`` another ffmpeg counts the frames."""
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models")
+    counter: FrameCounter | None = None
+    try:
+        device = loader.submit(choose_device, config.device)
+        loading = loader.submit(lambda: load_models(config, weights, device.result()))
+        t0 = time.perf_counter()
+        audio = speech_audio(config, inputs, device.result)
+        times.add("speech", time.perf_counter() - t0)
+        counter = _start_count(config, inputs, output_frame_count(audio, config.output.fps))
+        first = read_first_frame(inputs.video, config.output.fps)
+        device.result()  # a --device that cannot be had is reported now, before the rest of the work
+        t0 = time.perf_counter()
+        speech = speech_track(audio, config.output.fps)
+        times.add("speech", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        box_frames = _box_frame_count(config, counter)
+        times.add("decode", time.perf_counter() - t0)  # the wait left for the count
+        t0 = time.perf_counter()
+        models = loading.result()
+        times.add("load models", time.perf_counter() - t0)  # the wait left after the work above
+    finally:
+        if counter is not None:
+            counter.close()  # kills ffmpeg when leaving early (an error, Ctrl-C)
+        loader.shutdown(wait=False, cancel_futures=True)
+    return _Prepared(models, speech, first, box_frames)
+
+
+def _start_count(config: PipelineConfig, inputs: RenderInputs, n_output: int) -> FrameCounter | None:
+    """With ``--box`` only the number of input frames (up to ``n_output``) matters: start ffmpeg counting
+    them (no pixels kept). None when the face is to be detected or the input is a photo."""
+    if config.detect.box is None or inputs.is_still:
+        return None
+    return FrameCounter(inputs.video, config.output.fps, n_output)
+
+
+def _box_frame_count(config: PipelineConfig, counter: FrameCounter | None) -> int | None:
+    """Input frames a ``--box`` run shows (1 for a photo); None when the face is to be detected."""
     if config.detect.box is None:
         return None
-    if inputs.is_still:
-        done: Future[int] = Future()
-        done.set_result(1)
-        return done
-    return counter.submit(count_frames, inputs.video, config.output.fps, n_output)
+    return 1 if counter is None else counter.result()
 
 
 def _track(

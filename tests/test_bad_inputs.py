@@ -835,6 +835,29 @@ def test_unexpected_failure_is_one_line_with_exit_1(env: Env, tmp_path: Path, ca
     assert lines == ["error: ZeroDivisionError: division by zero (run with --debug for the traceback)"]
 
 
+def test_ctrl_c_while_the_frames_are_counted_kills_the_count(env: Env, tmp_path: Path, capsys, monkeypatch):
+    import pipeline.render
+    from pipeline.media import FrameCounter
+
+    never = tmp_path / "never.mp4"
+    os.mkfifo(never)  # the count never ends on its own
+    counters = []
+
+    def start_count(config, inputs, n_output):
+        counters.append(FrameCounter(never, 25))
+        return counters[-1]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.render, "_start_count", start_count)
+    monkeypatch.setattr(pipeline.render, "read_first_frame", interrupted)
+    code, lines = run_cli(env, tmp_path, base(env), capsys)
+    assert code == 130 and lines == ["error: interrupted; no output was written"]
+    assert len(counters) == 1 and counters[0]._process.poll() is not None  # ffmpeg killed, not orphaned
+    assert_nothing_written(tmp_path, tmp_path / "out" / "result.mp4")
+
+
 def test_help_returns_0(capsys):
     assert main(["--help"]) == 0
     assert "Exit codes: 0 success, 2 bad input or usage" in capsys.readouterr().out

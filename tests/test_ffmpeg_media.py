@@ -140,6 +140,28 @@ def test_count_frames_matches_a_full_decode(tmp_path: Path):
     assert count_frames(clip, 25, max_frames=7) == 7
 
 
+def test_frame_counter_counts_in_the_background_and_is_killed_when_left_early(tmp_path: Path):
+    from pipeline.media import FrameCounter
+
+    clip = make_video(tmp_path / "c.mp4", seconds=0.6, audio=False)
+    with FrameCounter(clip, 25) as counter:
+        assert counter.result() == 15
+    with FrameCounter(tmp_path / "c.mp4", 25, max_frames=4) as counter:
+        assert counter.result() == 4
+    never = tmp_path / "never.mp4"
+    os.mkfifo(never)  # no writer: ffmpeg waits on it until it is killed
+    counter = FrameCounter(never, 25)
+    process = counter._process
+    assert process.poll() is None
+    with pytest.raises(KeyboardInterrupt), counter:
+        raise KeyboardInterrupt
+    assert process.poll() is not None  # killed and reaped, not left decoding on its own
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(FFmpegError, match="decoding .*bad.mp4 failed"), FrameCounter(bad, 25) as failing:
+        failing.result()
+
+
 def test_images_are_recognised_by_demuxer_not_by_path_text():
     video_banner = "Input #0, mov,mp4,m4a,3gp,3g2,mj2, from '/data/lipsync_pipeline/image2_pipe.mp4':\n" + (
         "  Stream #0:0: Video: h264, yuv420p, 320x240, 25 fps\n"
