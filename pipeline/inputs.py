@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ def _speech_source(config: PipelineConfig) -> tuple[str | None, Path | None]:
 def output_path(requested: str | None, video: Path) -> Path:
     """The output file: as requested, or ``results/<video stem>_lipsync.mp4``."""
     if requested:
-        return Path(requested)
+        return Path(os.path.normpath(requested))  # "new/../o.mp4" is "o.mp4", without a folder "new"
     return DEFAULT_RESULTS_DIR / f"{video.stem}_lipsync.mp4"
 
 
@@ -104,42 +105,58 @@ def check_output(output: Path, inputs: list[Path]) -> None:
             raise InputError(f"output {output} is the same file as the input; choose another -o/--output")
     existing = nearest_existing_folder(output.parent)
     if not existing.is_dir():
-        raise InputError(
-            f"cannot create the output folder {output.parent} ({existing} is a file); "
-            "choose an -o/--output inside a folder you can write to"
-        )
+        raise _folder_error(output.parent, f"{existing} is in the way: not a folder")
     check_writable_folder(existing, output)
 
 
 def nearest_existing_folder(folder: Path) -> Path:
-    """``folder`` itself or its closest ancestor that exists (which may be a file in the way)."""
+    """``folder`` itself or its closest ancestor that is there (a file or a broken link in the way
+    counts: the caller refuses it)."""
+    folder = Path(os.path.abspath(folder))  # "new/.." names the working folder, not a folder to create
     for candidate in (folder, *folder.parents):
-        if candidate.exists():
+        if os.path.lexists(candidate):
             return candidate
-    return Path.cwd()  # a relative path's first part is missing: it would be created in the working folder
+    return Path(folder.anchor)  # not reached: the root of an absolute path is always there
 
 
 @contextlib.contextmanager
 def output_folder(folder: Path) -> Iterator[None]:
-    """Create ``folder`` (and its missing parents) for the render; if the render fails, remove the ones
-    created here again, so that a failed run leaves no trace (folders that are not empty are kept)."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the output folder {folder} ({exc.strerror}); "
-            "choose an -o/--output inside a folder you can write to"
-        ) from exc
+    """Make sure ``folder`` exists for the render; if the render fails, remove again the folders made
+    here (only those this run created, and only while empty), so that a failed run leaves no trace."""
+    created = _make_folders(Path(os.path.abspath(folder)))
     try:
         yield
     except BaseException:
-        for created in missing:
+        for made in reversed(created):  # deepest first
             try:
-                created.rmdir()
+                made.rmdir()
             except OSError:
                 break
         raise
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents one level at a time; the ones this call created,
+    outermost first (a folder another run creates at the same moment is not counted as ours)."""
+    missing = [p for p in (folder, *folder.parents) if not p.is_dir()]
+    created = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+            created.append(path)
+        except FileExistsError:
+            if not path.is_dir():
+                raise _folder_error(folder, f"{path} is in the way: not a folder") from None
+        except OSError as exc:
+            raise _folder_error(folder, exc.strerror) from exc
+    return created
+
+
+def _folder_error(folder: Path, why: str | None) -> InputError:
+    return InputError(
+        f"cannot create the output folder {folder} ({why}); choose an -o/--output inside a folder you can "
+        "write to"
+    )
 
 
 def check_writable_folder(folder: Path, output: Path) -> None:

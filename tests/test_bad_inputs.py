@@ -245,6 +245,11 @@ ERRORS = {
     "output-parent-is-a-file": Fails(
         _out(lambda e, t: write(t / "f", b"x") + "/o.mp4"), 2, ("cannot create the output folder {tmp}/f",)
     ),
+    "output-folder-is-a-broken-link": Fails(
+        _out(lambda e, t: symlink(t / "gone", t / "link") + "/o.mp4"),
+        2,
+        ("cannot create the output folder {tmp}/link ({tmp}/link is in the way: not a folder)",),
+    ),
     "output-not-writable": Fails(
         _out(lambda e, t: "/proc/o.mp4"), 2, ("output folder /proc is not writable",)
     ),
@@ -360,6 +365,19 @@ def test_output_folder_is_created_for_the_render_and_removed_again_if_it_fails(t
     with output_folder(target):
         pass
     assert target.is_dir()
+    (tmp_path / "x").mkdir()
+    with pytest.raises(RuntimeError), output_folder(tmp_path / "x" / "y" / ".." / "z"):
+        assert (tmp_path / "x" / "z").is_dir()  # "y/.." needs no folder y
+        raise RuntimeError("the render failed")
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == []
+
+
+def test_output_path_is_normalised():
+    from pipeline.inputs import output_path
+
+    assert output_path("new/../o.mp4", Path("face.mp4")) == Path("o.mp4")
+    assert output_path("./out//a.mp4", Path("face.mp4")) == Path("out/a.mp4")
+    assert output_path(None, Path("clips/face.mp4")) == Path("results/face_lipsync.mp4")
 
 
 # --- inputs that must render -----------------------------------------------------------------------
