@@ -148,7 +148,7 @@ def render_in_subprocess(
         "batch_size": args.batch_size,
         "restore_batch": args.restore_batch,
         "preset": args.preset,
-        "output": str(args.workdir / f"out_{size}_{seconds:g}s_{restorer}.mp4"),
+        "output": str(args.workdir / f"out_{size}_{seconds:g}s_{restorer}{'_detect' if detect else ''}.mp4"),
     }
     started = time.perf_counter()
     result = subprocess.run(
@@ -233,6 +233,7 @@ def time_ffmpeg_alone(job: dict, frames: int) -> dict[str, float]:
         for i in range(0, len(sample), 16):
             writer.write(sample[i : i + 16])
         writer.commit()
+    target.unlink()
     return {"decode": round(decode_fps, 1), "encode": round(len(sample) / (time.perf_counter() - start), 1)}
 
 
