@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from pipeline.errors import ConfigError
+
 
 def place_model(
     model: torch.nn.Module, device: torch.device | str, half: bool | None
@@ -23,6 +25,18 @@ def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
         if tensor.dim() == 4:
             tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return model
+
+
+def batch_size_for(
+    device: torch.device | str, requested: int | None, cuda_default: int, cpu_default: int, setting: str
+) -> int:
+    """``requested`` when set (at least 1, else ConfigError naming ``setting``), else the default for the
+    kind of ``device``."""
+    if requested is None:
+        return cuda_default if torch.device(device).type == "cuda" else cpu_default
+    if requested < 1:
+        raise ConfigError(f"{setting} must be at least 1, got {requested}")
+    return requested
 
 
 def float16_autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:

@@ -61,14 +61,9 @@ def read_first_frame(path: str | Path, fps: float) -> np.ndarray:
     return frame
 
 
-def count_frames(path: str | Path, fps: float, max_frames: int | None = None) -> int:
-    """Frames of ``path`` at constant ``fps`` (at most ``max_frames``), without keeping any pixels."""
-    with FrameCounter(path, fps, max_frames) as counter:
-        return counter.result()
-
-
 class FrameCounter:
-    """:func:`count_frames` started now and collected later: ffmpeg counts while the caller works.
+    """The frames of ``path`` at constant ``fps`` (at most ``max_frames``), counted without keeping any
+    pixels: ffmpeg starts now and counts while the caller works; :meth:`result` collects the number.
 
     ffmpeg writes one byte per frame into a pipe (64 KiB hold 43 minutes at 25 fps before it waits).
     Leaving the context without :meth:`result` (an error, Ctrl-C) kills it.

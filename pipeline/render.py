@@ -28,7 +28,7 @@ from pipeline.inputs import RenderInputs, check_inputs, choose_device, output_fo
 from pipeline.media import FrameCounter, FrameSize, VideoWriter, read_first_frame
 from pipeline.models import Models, WeightPaths, load_models, resolve_weights
 from pipeline.prefetch import BackgroundConsumer, prefetch
-from pipeline.speech import SpeechTrack, output_frame_count, save_wav, speech_audio, speech_track
+from pipeline.speech import SpeechTrack, save_wav, speech_audio, speech_track
 from pipeline.types import FrameBatch
 
 if TYPE_CHECKING:
@@ -144,7 +144,8 @@ def _prepare(
         t0 = time.perf_counter()
         audio = speech_audio(config, inputs, device.result)
         times.add("speech", time.perf_counter() - t0)
-        counter = _start_count(config, inputs, output_frame_count(audio, config.output.fps))
+        n_output = timeline.output_frame_count(audio.duration_s, config.output.fps)
+        counter = _start_count(config, inputs, n_output)
         first = read_first_frame(inputs.video, config.output.fps)
         device.result()  # a --device that cannot be had is reported now, before the rest of the work
         t0 = time.perf_counter()

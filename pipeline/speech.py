@@ -53,12 +53,7 @@ def speech_track(audio: AudioClip, fps: float) -> SpeechTrack:
     from wav2lip.audio import melspectrogram
 
     mel = melspectrogram(audio.samples)
-    return SpeechTrack(audio, mel, fps, output_frame_count(audio, fps))
-
-
-def output_frame_count(audio: AudioClip, fps: float) -> int:
-    """Video frames the output has for ``audio`` (see :func:`pipeline.timeline.output_frame_count`)."""
-    return timeline.output_frame_count(audio.duration_s, fps)
+    return SpeechTrack(audio, mel, fps, timeline.output_frame_count(audio.duration_s, fps))
 
 
 def _speech_audio(

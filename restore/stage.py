@@ -25,6 +25,7 @@ import torch
 
 from pipeline.adaptive_batch import AdaptiveBatch
 from pipeline.config import RestoreConfig
+from pipeline.devices import batch_size_for
 from pipeline.errors import ConfigError, WrongModelError
 from pipeline.types import FrameBatch, StageClock
 from restore.align import estimate_affine, inverse_affine, warp_face
@@ -55,8 +56,6 @@ class FaceRestoreStage:
     ) -> None:
         if cfg.upscale not in UPSCALE_FACTORS:
             raise ConfigError(f"restore.upscale must be one of 1, 2, 4, got {cfg.upscale}")
-        if cfg.batch_size is not None and cfg.batch_size < 1:
-            raise ConfigError(f"restore.batch_size must be at least 1, got {cfg.batch_size}")
         if not 0.0 <= cfg.fidelity <= 1.0:
             raise ConfigError(f"restore.fidelity must be in [0, 1], got {cfg.fidelity}")
         self.restorer = restorer
@@ -140,9 +139,9 @@ class FaceRestoreStage:
 
 def restore_batch_size(batch_size: int | None, device: torch.device | str) -> int:
     """``batch_size`` when set, else the default for ``device`` (see ``DEFAULT_BATCH_SIZE_*``)."""
-    if batch_size is not None:
-        return batch_size
-    return DEFAULT_BATCH_SIZE_CUDA if torch.device(device).type == "cuda" else DEFAULT_BATCH_SIZE_CPU
+    return batch_size_for(
+        device, batch_size, DEFAULT_BATCH_SIZE_CUDA, DEFAULT_BATCH_SIZE_CPU, "restore.batch_size"
+    )
 
 
 def eye_distance(landmarks: np.ndarray) -> float:

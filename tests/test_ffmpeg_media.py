@@ -133,7 +133,11 @@ def test_writer_failure_carries_ffmpeg_message(tmp_path: Path):
 
 
 def test_count_frames_matches_a_full_decode(tmp_path: Path):
-    from pipeline.media import count_frames
+    from pipeline.media import FrameCounter
+
+    def count_frames(path, fps, max_frames=None):
+        with FrameCounter(path, fps, max_frames) as counter:
+            return counter.result()
 
     clip = make_video(tmp_path / "c.mp4", seconds=1.3, fps=30, audio=False)
     assert count_frames(clip, 25) == len(read_all_frames(clip)) == 33
