@@ -213,8 +213,8 @@ def time_ffmpeg_alone(job: dict, frames: int) -> dict[str, float]:
     import numpy as np
 
     from pipeline.config import OutputConfig
-    from pipeline.media import FrameSize, VideoReader, VideoWriter, read_first_frame
-    from pipeline.types import AudioClip
+    from pipeline.core.media import FrameSize, VideoReader, VideoWriter, read_first_frame
+    from pipeline.core.types import AudioClip
 
     first = read_first_frame(job["video"], 25)
     size = FrameSize(first.shape[1], first.shape[0])
@@ -253,9 +253,9 @@ def bench_detection(checkpoint: Path, args) -> dict:
     """RetinaFace on 1280x720 face frames, detection on the downscaled copy, batched."""
     import numpy as np
 
-    from pipeline.config import DetectConfig
-    from pipeline.faces import load_detector
-    from pipeline.media import read_first_frame
+    from pipeline.core.media import read_first_frame
+    from pipeline.faces.config import DetectConfig
+    from pipeline.faces.detector import load_detector
 
     face = read_first_frame(REPO / "examples" / "face.mp4", 25)
     frame = np.zeros((720, 1280, 3), np.uint8)

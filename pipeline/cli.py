@@ -12,7 +12,7 @@ import traceback
 import warnings
 from typing import Any
 
-from pipeline.errors import (
+from pipeline.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -222,14 +222,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from pipeline.config import build_config, dump_yaml
+    from pipeline.config import build_config
+    from pipeline.core.config_io import dump_yaml
 
     config = build_config(overrides_from_args(args), args.config)
     if args.print_config:
         print(dump_yaml(config), end="")
         return EXIT_OK
     if args.check:
-        from pipeline.check import environment_report
+        from pipeline.doctor import environment_report
 
         text, ok = environment_report(config)
         print(text)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import timeline
-from pipeline.media import FrameSize, VideoReader
+from pipeline.core.media import FrameSize, VideoReader
 
 BACKWARD_CHUNK_BYTES = 128 << 20  # upper bound on frames held to play a stretch backward
 LOOP_CACHE_BYTES = 256 << 20  # a looping clip up to this size is decoded once and kept in memory

@@ -22,17 +22,19 @@ from tqdm import tqdm
 
 from pipeline import timeline
 from pipeline.config import PipelineConfig
-from pipeline.errors import FFmpegError
+from pipeline.core.errors import FFmpegError
+from pipeline.core.media import FrameCounter, FrameSize, VideoWriter, read_first_frame
+from pipeline.core.types import FrameBatch
 from pipeline.frames import iter_input_frames, iter_output_frames
-from pipeline.inputs import RenderInputs, check_inputs, choose_device, output_folder
-from pipeline.media import FrameCounter, FrameSize, VideoWriter, read_first_frame
-from pipeline.models import Models, WeightPaths, load_models, resolve_weights
+from pipeline.inputs import RenderInputs, check_inputs
+from pipeline.output_files import output_folder
 from pipeline.prefetch import BackgroundConsumer, prefetch
 from pipeline.speech import SpeechTrack, save_wav, speech_audio, speech_track
-from pipeline.types import FrameBatch
+from pipeline.stage_weights import WeightPaths, resolve_weights
+from pipeline.stages import StageChain, load_stages
 
 if TYPE_CHECKING:
-    from pipeline.faces import FaceTrack
+    from pipeline.faces.tracking import FaceTrack
 
 # Bytes of decoded BGR frames per streaming batch (64 MiB: 32 frames at 480p, 10 at 1080p, 2 at 4K).
 # The decoder thread, the models and the encoder thread hold up to about eight batches between them.
@@ -125,10 +127,18 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
 
 @dataclass(frozen=True)
 class _Prepared:
-    models: Models
+    models: StageChain
     speech: SpeechTrack
     first: np.ndarray  # the first video frame, (H, W, 3) uint8 BGR
     box_frames: int | None  # input frames to show with --box; None when the face is detected
+
+
+def _choose_device(requested: str) -> str:
+    """:func:`pipeline.core.devices.choose_device`, imported here: it imports torch (about a second), so
+    the render calls it in the model-loading thread, beside its ffmpeg work."""
+    from pipeline.core.devices import choose_device
+
+    return choose_device(requested)
 
 
 def _prepare(
@@ -139,8 +149,8 @@ def _prepare(
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models")
     counter: FrameCounter | None = None
     try:
-        device = loader.submit(choose_device, config.device)
-        loading = loader.submit(lambda: load_models(config, weights, device.result()))
+        device = loader.submit(_choose_device, config.device)
+        loading = loader.submit(lambda: load_stages(config, weights, device.result()))
         t0 = time.perf_counter()
         audio = speech_audio(config, inputs, device.result)
         times.add("speech", time.perf_counter() - t0)
@@ -182,7 +192,7 @@ def _box_frame_count(config: PipelineConfig, counter: FrameCounter | None) -> in
 def _track(
     config: PipelineConfig,
     inputs: RenderInputs,
-    models: Models,
+    models: StageChain,
     size: FrameSize,
     n_output: int,
     first: np.ndarray,
@@ -208,7 +218,7 @@ def _track(
 def _render(
     config: PipelineConfig,
     inputs: RenderInputs,
-    models: Models,
+    models: StageChain,
     speech: SpeechTrack,
     track: FaceTrack,
     indices: np.ndarray,

@@ -10,10 +10,10 @@ import numpy as np
 
 from pipeline import timeline
 from pipeline.config import PipelineConfig
-from pipeline.errors import AudioError, InputError
+from pipeline.core.errors import AudioError, InputError
+from pipeline.core.media import decode_audio
+from pipeline.core.types import AudioClip
 from pipeline.inputs import RenderInputs
-from pipeline.media import decode_audio
-from pipeline.types import AudioClip
 
 
 @dataclass(frozen=True)

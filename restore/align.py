@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from restore.convert import FACE_SIZE
+from restore.convert import RESTORE_FACE_SIZE
 
 # Five landmarks of an FFHQ-aligned 512x512 face, (x, y) pixels (facexlib's face_template for 512).
 FFHQ_TEMPLATE_512 = np.array(
@@ -31,12 +31,12 @@ FFHQ_TEMPLATE_512 = np.array(
 CROP_BORDER_BGR = (135, 133, 132)  # grey that fills crop pixels outside the frame (facexlib's value)
 
 
-def face_template(face_size: int = FACE_SIZE) -> np.ndarray:
+def face_template(face_size: int = RESTORE_FACE_SIZE) -> np.ndarray:
     """``(5, 2) float64`` template landmarks for a ``face_size`` x ``face_size`` crop."""
     return FFHQ_TEMPLATE_512 * (face_size / 512.0)
 
 
-def estimate_affine(landmarks: np.ndarray, face_size: int = FACE_SIZE) -> np.ndarray | None:
+def estimate_affine(landmarks: np.ndarray, face_size: int = RESTORE_FACE_SIZE) -> np.ndarray | None:
     """``(2, 3) float64`` similarity transform mapping frame pixels onto the aligned crop.
 
     ``landmarks``: ``(5, 2)`` frame pixels. Returns ``None`` when the points are degenerate (e.g. all equal
@@ -51,7 +51,7 @@ def estimate_affine(landmarks: np.ndarray, face_size: int = FACE_SIZE) -> np.nda
     return affine
 
 
-def warp_face(frame: np.ndarray, affine: np.ndarray, face_size: int = FACE_SIZE) -> np.ndarray:
+def warp_face(frame: np.ndarray, affine: np.ndarray, face_size: int = RESTORE_FACE_SIZE) -> np.ndarray:
     """Aligned crop: ``frame`` ``(H, W, 3) uint8`` -> ``(face_size, face_size, 3) uint8`` (bilinear)."""
     return cv2.warpAffine(
         frame,
@@ -73,35 +73,3 @@ def inverse_affine(affine: np.ndarray, upscale: int = 1) -> np.ndarray:
     if upscale > 1:
         inverse[:, 2] += 0.5 * upscale
     return inverse
-
-
-def smooth_landmarks(landmarks_seq: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average of landmarks over time, to steady the alignment (less flicker).
-
-    ``landmarks_seq``: ``(N, 5, 2)`` float frame pixels of consecutive frames; rows that are all NaN (no
-    face) are ignored by their neighbours and stay NaN. ``window``: frames averaged, centred on each frame
-    (an even window is widened by one; near the ends only the frames that exist are averaged; ``<= 1``
-    returns a copy). Returns ``(N, 5, 2) float32``.
-    """
-    points = np.asarray(landmarks_seq, dtype=np.float64)
-    if points.ndim != 3 or points.shape[1:] != (5, 2):
-        raise ValueError(f"landmarks_seq must have shape (N, 5, 2), got {points.shape}")
-    if window <= 1 or len(points) == 0:
-        return points.astype(np.float32)
-    valid = np.all(np.isfinite(points), axis=(1, 2))
-    filled = np.where(valid[:, None, None], points, 0.0)
-    half = window // 2
-    sums = _window_sums(filled, half)
-    counts = _window_sums(valid.astype(np.float64), half)
-    out = np.full_like(points, np.nan)
-    out[valid] = sums[valid] / counts[valid][:, None, None]
-    return out.astype(np.float32)
-
-
-def _window_sums(values: np.ndarray, half: int) -> np.ndarray:
-    """Sum of ``values[i - half : i + half + 1]`` along axis 0, clipped at both ends."""
-    cumulative = np.concatenate([np.zeros_like(values[:1]), np.cumsum(values, axis=0)])
-    n = len(values)
-    upper = np.minimum(np.arange(n) + half + 1, n)
-    lower = np.maximum(np.arange(n) - half, 0)
-    return cumulative[upper] - cumulative[lower]

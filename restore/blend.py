@@ -52,7 +52,7 @@ def parsing_face_mask(labels: np.ndarray, face_size: int | None = None) -> np.nd
     return mask
 
 
-def paste_face(
+def paste_restored_face(
     frame: np.ndarray,
     face: np.ndarray,
     inverse: np.ndarray,
@@ -68,18 +68,18 @@ def paste_face(
     Returns a new ``(H, W, 3) uint8`` frame; pixels outside the face region are the input's.
     """
     out = frame.copy()
-    paste_face_into(out, face, inverse, upscale, face_mask)
+    paste_restored_face_into(out, face, inverse, upscale, face_mask)
     return out
 
 
-def paste_face_into(
+def paste_restored_face_into(
     frame: np.ndarray,
     face: np.ndarray,
     inverse: np.ndarray,
     upscale: int = 1,
     face_mask: np.ndarray | None = None,
 ) -> None:
-    """:func:`paste_face` writing into ``frame`` itself (only its face region changes)."""
+    """:func:`paste_restored_face` writing into ``frame`` itself (only its face region changes)."""
     size = face.shape[0]
     reach = _square_blur_reach(inverse, size) if face_mask is None else 0
     region = face_region(inverse, size, frame.shape[:2], reach + REGION_MARGIN + int(2 * upscale))

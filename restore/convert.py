@@ -14,12 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-FACE_SIZE = 512  # pixels: side of the FFHQ-aligned crops GFPGAN and CodeFormer restore
+RESTORE_FACE_SIZE = 512  # pixels: side of the FFHQ-aligned crops GFPGAN and CodeFormer restore
 NORM_MEAN = 0.5  # per channel, applied after scaling to [0, 1]
 NORM_STD = 0.5
 
 
-def check_faces(faces: np.ndarray, size: int | None = FACE_SIZE) -> None:
+def check_faces(faces: np.ndarray, size: int | None = RESTORE_FACE_SIZE) -> None:
     """Raise ``ValueError`` unless ``faces`` is ``(N, size, size, 3) uint8`` (any square size if ``None``)."""
     if not isinstance(faces, np.ndarray) or faces.dtype != np.uint8:
         raise ValueError(f"faces must be a uint8 numpy array, got {getattr(faces, 'dtype', type(faces))}")

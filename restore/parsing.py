@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.checkpoints import load_state_dict
-from pipeline.errors import WrongModelError
+from pipeline.core.checkpoints import load_state_dict
+from pipeline.core.errors import WrongModelError
 from restore.convert import check_faces, faces_to_tensor
 
 PARSENET_SIZE = 512  # pixels, input and output side of the released ParseNet

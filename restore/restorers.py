@@ -4,7 +4,7 @@
 spandrel recognise the architecture from the parameter names and rebuild it, and wraps the network in a
 :class:`FaceRestorer`. Supported: GFPGAN v1.3 / v1.4 (``GFPGANv1Clean``), CodeFormer and RestoreFormer
 (the architectures spandrel and spandrel-extra-arches know). Any other file is a
-:class:`~pipeline.errors.WrongModelError` that says what the file looks like.
+:class:`~pipeline.core.errors.WrongModelError` that says what the file looks like.
 
 Determinism: the official GFPGAN tool draws fresh StyleGAN noise on every call, so the same face never
 comes out the same twice, which flickers on video. Here GFPGAN always uses the noise maps stored in the
@@ -22,10 +22,10 @@ import spandrel
 import spandrel_extra_arches
 import torch
 
-from pipeline.checkpoints import load_state_dict
-from pipeline.devices import float16_autocast, place_model, to_channels_last
-from pipeline.errors import ConfigError, WrongModelError
-from restore.convert import FACE_SIZE, check_faces, faces_to_tensor, tensor_to_faces
+from pipeline.core.checkpoints import load_state_dict
+from pipeline.core.devices import float16_autocast, place_model, to_channels_last
+from pipeline.core.errors import ConfigError, WrongModelError
+from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_tensor, tensor_to_faces
 
 # spandrel architecture id -> our name for the restorer
 RESTORER_KINDS = {"GFPGAN": "gfpgan", "CodeFormer": "codeformer", "RestoreFormer": "restoreformer"}
@@ -100,7 +100,12 @@ class FaceRestorer:
     """A loaded face-restoration network and the official pre/post-processing around it."""
 
     def __init__(
-        self, model: torch.nn.Module, kind: str, device: torch.device, half: bool, face_size: int = FACE_SIZE
+        self,
+        model: torch.nn.Module,
+        kind: str,
+        device: torch.device,
+        half: bool,
+        face_size: int = RESTORE_FACE_SIZE,
     ) -> None:
         self.model = model
         self.kind = kind  # "gfpgan" | "codeformer" | "restoreformer"

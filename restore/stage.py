@@ -1,8 +1,9 @@
 """The face-restoration stage of the pipeline: align, restore, paste back, for a batch of frames.
 
-For every frame whose face has landmarks (already smoothed over time by the pipeline with
-:func:`restore.align.smooth_landmarks`), the face is aligned to the FFHQ template, restored together with
-the other faces of the batch (``cfg.batch_size`` per forward pass: by default 1 on CPU, 8 on CUDA),
+For every frame whose face has landmarks (already smoothed over time by the pipeline:
+:func:`pipeline.faces.landmarks.smooth_landmarks`), the face is aligned to the FFHQ template, restored
+together with the other faces of the batch (``cfg.batch_size`` per forward pass: by default 1 on CPU, 8
+on CUDA),
 warped back and blended into the frame (upscaled ``cfg.upscale`` times, by Real-ESRGAN when given, else
 Lanczos). Frames without a face, or whose face has no landmarks or eyes closer than 5 pixels (as the
 official tools skip them), are only upscaled. There is no second face detection.
@@ -23,13 +24,13 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.adaptive_batch import AdaptiveBatch
-from pipeline.config import RestoreConfig
-from pipeline.devices import batch_size_for
-from pipeline.errors import ConfigError, WrongModelError
-from pipeline.types import FrameBatch, StageClock
+from pipeline.core.adaptive_batch import AdaptiveBatch
+from pipeline.core.devices import batch_size_for
+from pipeline.core.errors import ConfigError, WrongModelError
+from pipeline.core.types import FrameBatch, StageClock
 from restore.align import estimate_affine, inverse_affine, warp_face
-from restore.blend import parsing_face_mask, paste_face_into
+from restore.blend import parsing_face_mask, paste_restored_face_into
+from restore.config import RestoreConfig
 from restore.parsing import FaceParser, load_parser
 from restore.restorers import FaceRestorer, load_restorer
 from restore.upsample import BackgroundUpsampler, load_bg_upsampler
@@ -84,7 +85,7 @@ class FaceRestoreStage:
         frames = self._upscale(batch.frames)
         for index, face, affine, mask in zip(indices, restored, affines, masks):
             inverse = inverse_affine(affine, self.cfg.upscale)
-            paste_face_into(frames[index], face, inverse, self.cfg.upscale, mask)
+            paste_restored_face_into(frames[index], face, inverse, self.cfg.upscale, mask)
         if times is not None:
             times.add("restore", restored_at - start)
             times.add("paste", time.perf_counter() - restored_at)

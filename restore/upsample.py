@@ -16,10 +16,10 @@ import spandrel
 import torch
 import torch.nn.functional as F
 
-from pipeline.adaptive_batch import AdaptiveBatch
-from pipeline.checkpoints import load_state_dict
-from pipeline.devices import float16_autocast, place_model
-from pipeline.errors import WrongModelError
+from pipeline.core.adaptive_batch import AdaptiveBatch
+from pipeline.core.checkpoints import load_state_dict
+from pipeline.core.devices import float16_autocast, place_model
+from pipeline.core.errors import WrongModelError
 
 TILE_SIZE = 400  # input pixels per tile side (the official tools' --bg_tile default)
 TILE_PAD = 10  # input pixels of overlap around each tile (GFPGAN's inference script)

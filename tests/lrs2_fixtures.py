@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from pipeline.media import FrameSize, VideoWriter
-from pipeline.types import AudioClip
+from pipeline.core.media import FrameSize, VideoWriter
+from pipeline.core.types import AudioClip
 
 FPS = 25
 SAMPLE_RATE = 16000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ffmpeg import ffmpeg_exe
+from pipeline.core.ffmpeg import ffmpeg_exe
 
 
 def lavfi_command(*sources: str) -> list[str]:
@@ -48,7 +48,7 @@ def make_tone(
 
 def read_all_frames(path: Path) -> np.ndarray:
     """Every frame of ``path`` as ``(N, H, W, 3) uint8`` BGR (for tests only: holds the whole clip)."""
-    from pipeline.media import FrameSize, VideoReader, read_first_frame
+    from pipeline.core.media import FrameSize, VideoReader, read_first_frame
 
     first = read_first_frame(path, 25)
     size = FrameSize(first.shape[1], first.shape[0])

@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import ffmpeg
 from pipeline.cli import main
-from pipeline.media import decode_audio
+from pipeline.core import ffmpeg
+from pipeline.core.media import decode_audio
 from tests.media_fixtures import make_tone, make_video, read_all_frames, stream_info
 from tests.weights_fixtures import write_official_checkpoint
 
@@ -350,7 +350,7 @@ def test_bad_input_gives_one_line_error_and_no_output(env: Env, tmp_path: Path, 
 
 
 def test_output_folder_is_created_for_the_render_and_removed_again_if_it_fails(tmp_path: Path):
-    from pipeline.inputs import output_folder
+    from pipeline.output_files import output_folder
 
     target = tmp_path / "a" / "b"
     with pytest.raises(RuntimeError), output_folder(target):
@@ -373,7 +373,7 @@ def test_output_folder_is_created_for_the_render_and_removed_again_if_it_fails(t
 
 
 def test_output_path_is_normalised():
-    from pipeline.inputs import output_path
+    from pipeline.output_files import output_path
 
     assert output_path("new/../o.mp4", Path("face.mp4")) == Path("o.mp4")
     assert output_path("./out//a.mp4", Path("face.mp4")) == Path("out/a.mp4")
@@ -508,8 +508,8 @@ class ThreeFaces:
     seeded RetinaFace only finds frame-sized boxes, so it cannot show which face was chosen)."""
 
     def detect(self, frames: np.ndarray) -> list[list]:
-        from pipeline.models import landmarks_from_box
-        from pipeline.types import FaceBox
+        from pipeline.core.types import FaceBox
+        from pipeline.faces.landmarks import landmarks_from_box
 
         boxes = [FaceBox(*box) for box in THREE_FACES.values()]
         faces = [dataclasses.replace(b, landmarks=landmarks_from_box(b), score=0.99) for b in boxes]
@@ -517,9 +517,9 @@ class ThreeFaces:
 
 
 def test_several_faces_center_and_index_choose_the_face(env: Env, tmp_path: Path, capsys, monkeypatch):
-    import pipeline.faces
+    import pipeline.faces.detector
 
-    monkeypatch.setattr(pipeline.faces, "load_detector", lambda *args: ThreeFaces())
+    monkeypatch.setattr(pipeline.faces.detector, "load_detector", lambda *args: ThreeFaces())
     source = read_all_frames(env.face)[:5].astype(np.int16)
     for choice in ("center", "2"):
         out = tmp_path / f"{choice}.mp4"
@@ -575,8 +575,8 @@ def generator(env: Env) -> torch.nn.Module:
 
 
 def _batch(n: int, faces: list[bool], seed: int = 0):
-    from pipeline.models import landmarks_from_box
-    from pipeline.types import FaceBox, FrameBatch
+    from pipeline.core.types import FaceBox, FrameBatch
+    from pipeline.faces.landmarks import landmarks_from_box
 
     rng = np.random.default_rng(seed)
     plain = FaceBox(30, 110, 40, 120)
@@ -587,7 +587,7 @@ def _batch(n: int, faces: list[bool], seed: int = 0):
 
 
 def _restore_stage(network: torch.nn.Module, batch_size: int):
-    from pipeline.config import RestoreConfig
+    from restore.config import RestoreConfig
     from restore.restorers import FaceRestorer
     from restore.stage import FaceRestoreStage
 
@@ -596,14 +596,15 @@ def _restore_stage(network: torch.nn.Module, batch_size: int):
 
 
 def test_frames_whose_face_left_pass_the_stage_chain_bit_identical(generator):
-    from pipeline.config import PipelineConfig, Wav2LipConfig
-    from pipeline.models import Models
+    from pipeline.config import PipelineConfig
     from pipeline.render import StageTimes
+    from pipeline.stages import StageChain
+    from wav2lip.config import Wav2LipConfig
     from wav2lip.inference import LipSyncer
 
     batch = _batch(5, [True, False, False, True, False])
     lipsync = LipSyncer(generator, Wav2LipConfig(batch_size=4), "cpu")
-    models = Models(PipelineConfig(), lipsync, None, _restore_stage(MirrorNet(), 2))
+    models = StageChain(PipelineConfig(), lipsync, None, _restore_stage(MirrorNet(), 2))
     out = models.process(batch, StageTimes()).frames
     for i in (1, 2, 4):
         np.testing.assert_array_equal(out[i], batch.frames[i])
@@ -612,7 +613,7 @@ def test_frames_whose_face_left_pass_the_stage_chain_bit_identical(generator):
 
 
 def test_lipsync_out_of_memory_halves_the_batch_and_matches_a_normal_run(generator):
-    from pipeline.config import Wav2LipConfig
+    from wav2lip.config import Wav2LipConfig
     from wav2lip.inference import LipSyncer, lipsync_frames
 
     batch = _batch(7, [True] * 7)
@@ -630,8 +631,8 @@ def test_lipsync_out_of_memory_halves_the_batch_and_matches_a_normal_run(generat
 
 
 def test_lipsync_out_of_memory_at_batch_1_is_an_error_and_other_errors_pass(generator):
-    from pipeline.config import Wav2LipConfig
-    from pipeline.errors import OutOfMemory
+    from pipeline.core.errors import OutOfMemory
+    from wav2lip.config import Wav2LipConfig
     from wav2lip.inference import LipSyncer
 
     batch = _batch(2, [True, True])
@@ -690,8 +691,8 @@ def test_out_of_memory_at_batch_1_through_the_cli(env: Env, tmp_path: Path, caps
 
 
 def test_hour_of_speech_mel_windows_are_cut_per_batch():
+    from pipeline.core.types import AudioClip
     from pipeline.speech import SpeechTrack
-    from pipeline.types import AudioClip
     from wav2lip.audio import mel_window
 
     fps, hour_frames = 25.0, 90_000
@@ -706,8 +707,8 @@ def test_hour_of_speech_mel_windows_are_cut_per_batch():
 
 
 def test_4k_detection_runs_on_a_downscaled_copy_and_maps_back(env: Env):
-    from pipeline.config import DetectConfig
-    from pipeline.faces import downscale_frames, load_detector
+    from pipeline.faces.config import DetectConfig
+    from pipeline.faces.detector import downscale_frames, load_detector
 
     detector = load_detector(DetectConfig(detect_max_side=160, score_threshold=0.0), env.detector, "cpu")
     seen, network = [], detector.network
@@ -855,7 +856,7 @@ def test_unexpected_failure_is_one_line_with_exit_1(env: Env, tmp_path: Path, ca
 
 def test_ctrl_c_while_the_frames_are_counted_kills_the_count(env: Env, tmp_path: Path, capsys, monkeypatch):
     import pipeline.render
-    from pipeline.media import FrameCounter
+    from pipeline.core.media import FrameCounter
 
     never = tmp_path / "never.mp4"
     os.mkfifo(never)  # the count never ends on its own

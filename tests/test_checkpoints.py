@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.checkpoints import canonicalize_state_dict, load_checkpoint, load_state_dict
-from pipeline.errors import MissingWeightsError, WeightsError
+from pipeline.core.checkpoints import canonicalize_state_dict, load_checkpoint, load_state_dict
+from pipeline.core.errors import MissingWeightsError, WeightsError
 
 
 def _tensors():

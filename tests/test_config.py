@@ -3,16 +3,37 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import PipelineConfig, build_config, dump_yaml
-from pipeline.errors import ConfigError
+from pipeline.config import DEFAULT_CONFIG_PATH, PipelineConfig, build_config
+from pipeline.core.config_io import dump_yaml
+from pipeline.core.errors import ConfigError
 
 
-def test_defaults_file_matches_dataclass_defaults_where_given():
+def _leaves(mapping: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_value_of_the_defaults_file_equals_the_dataclass_default():
+    in_file = _leaves(yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()))
+    defaults = _leaves(yaml.safe_load(dump_yaml(PipelineConfig())))
+    assert len(in_file) >= 20  # the file really sets most keys
+    assert {key: defaults[key] for key in in_file} == in_file
+
+
+def test_the_defaults_hold_the_official_values():
+    """Fixed values from the official Wav2Lip inference.py and the restorers' own defaults."""
     config = build_config()
-    assert config.restore.restorer == "gfpgan"
-    assert config.detect.pads == (0, 10, 0, 0)
-    assert config.output.crf == 18
-    assert config.tts.engine == "espeak"
+    assert config.detect.smooth_window == 5  # get_smoothened_boxes(T=5)
+    assert config.detect.pads == (0, 10, 0, 0)  # --pads 0 10 0 0
+    assert config.frame_batch == 32 and config.output.fps == 25.0  # Wav2Lip's 25 fps video
+    assert config.restore.fidelity == 0.5  # CodeFormer's default w
+    assert config.output.crf == 18 and config.output.preset == "medium"
+    assert config.tts.engine == "espeak" and config.restore.restorer == "gfpgan"
 
 
 def test_precedence_defaults_then_yaml_then_flags(tmp_path: Path):

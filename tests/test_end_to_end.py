@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.media import decode_audio
+from pipeline.core.media import decode_audio
 from tests.media_fixtures import make_tone, make_video, read_all_frames, stream_info
 from tests.weights_fixtures import write_official_checkpoint
 

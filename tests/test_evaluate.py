@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pipeline.errors import WeightsError, WrongModelError
+from pipeline.core.errors import WeightsError, WrongModelError
 from tests.conftest import seeded_state_dict
 from tests.lrs2_fixtures import FACE_BOX, make_clip
-from wav2lip import evaluate
+from wav2lip.eval import evaluate
+from wav2lip.eval.lse_syncnet import SyncNetV2, embed, load_syncnet_v2, mfcc_features, to_int16_scale
 from wav2lip.models import SyncNet
-from wav2lip.syncnet_v2 import SyncNetV2, embed, load_syncnet_v2, mfcc_features, to_int16_scale
 
 # syncnet_python SyncNetModel.py, written out: (sequential index, weight shape) of each conv / linear,
 # and (index, channels) of each batch norm.
@@ -198,7 +198,7 @@ def test_evaluate_command_scores_a_video(tmp_path):
     assert report["mean"]["lse_d"] == pytest.approx(row["lse_d"])
     config = evaluate.EvalConfig(str(tmp_path / "syncnet_v2.model"), vshift=3, device="cpu", crop="box",
                                  detect=evaluate.DetectConfig(box=FACE_BOX))  # fmt: skip
-    again = evaluate.evaluate_video(video, config, evaluate.load_models(config))
+    again = evaluate.evaluate_video(video, config, evaluate.load_eval_models(config))
     assert again["lse_d"] == pytest.approx(row["lse_d"]) and "expert_sync" not in again
 
 

@@ -12,26 +12,28 @@ import pytest
 import torch
 from facexlib.detection.retinaface import RetinaFace, generate_config
 
-from pipeline.config import DetectConfig
-from pipeline.errors import ConfigError, InputError, MissingWeightsError, NoFaceError, WrongModelError
-from pipeline.face_track import FOLLOW_PATIENCE_FRAMES
-from pipeline.faces import (
+from pipeline.core.errors import ConfigError, InputError, MissingWeightsError, NoFaceError, WrongModelError
+from pipeline.core.types import FaceBox
+from pipeline.faces.config import DetectConfig
+from pipeline.faces.detector import (
     RETINAFACE_MEAN_BGR,
     FaceDetector,
-    FaceTrack,
     build_retinaface,
-    choose_faces,
     detection_size,
     detections_to_faces,
     downscale_frames,
-    fixed_box_track,
     load_detector,
-    pad_boxes,
     retinaface_priors,
-    smooth_boxes,
     track_faces,
 )
-from pipeline.types import FaceBox
+from pipeline.faces.tracking import (
+    FOLLOW_PATIENCE_FRAMES,
+    FaceTrack,
+    choose_faces,
+    fixed_box_track,
+    pad_boxes,
+    smooth_boxes,
+)
 from tests.conftest import load_layout
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

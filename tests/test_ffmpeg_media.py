@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import ffmpeg
-from pipeline.errors import FFmpegError, InputError
-from pipeline.media import FrameSize, VideoReader, VideoWriter, decode_audio, read_first_frame
-from pipeline.types import AudioClip
+from pipeline.core import ffmpeg
+from pipeline.core.errors import FFmpegError, InputError
+from pipeline.core.media import FrameSize, VideoReader, VideoWriter, decode_audio, read_first_frame
+from pipeline.core.types import AudioClip
 from tests.media_fixtures import make_tone, make_video, read_all_frames, stream_info
 
 
@@ -133,7 +133,7 @@ def test_writer_failure_carries_ffmpeg_message(tmp_path: Path):
 
 
 def test_count_frames_matches_a_full_decode(tmp_path: Path):
-    from pipeline.media import FrameCounter
+    from pipeline.core.media import FrameCounter
 
     def count_frames(path, fps, max_frames=None):
         with FrameCounter(path, fps, max_frames) as counter:
@@ -145,7 +145,7 @@ def test_count_frames_matches_a_full_decode(tmp_path: Path):
 
 
 def test_frame_counter_counts_in_the_background_and_is_killed_when_left_early(tmp_path: Path):
-    from pipeline.media import FrameCounter
+    from pipeline.core.media import FrameCounter
 
     clip = make_video(tmp_path / "c.mp4", seconds=0.6, audio=False)
     with FrameCounter(clip, 25) as counter:
@@ -185,7 +185,7 @@ def test_probe_of_a_video_under_a_pipeline_folder_is_not_a_still(tmp_path: Path)
 
 
 def test_temporaries_of_killed_runs_are_removed_but_live_ones_kept(tmp_path: Path):
-    from pipeline.media import remove_stale_partials
+    from pipeline.core.media import remove_stale_partials
 
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -9,13 +9,13 @@ import time
 import cv2
 import torch
 
-from pipeline.config import DetectConfig
-from pipeline.faces import build_retinaface
-from pipeline.types import FaceBox
+from pipeline.core.types import FaceBox
+from pipeline.faces.config import DetectConfig
+from pipeline.faces.detector import build_retinaface
 from tests.conftest import seeded_state_dict
 from tests.lrs2_fixtures import FACE_BOX, make_clip, make_raw_lrs2
-from wav2lip import preprocess
 from wav2lip.audio import load_wav
+from wav2lip.training import preprocess
 
 
 def test_preprocess_writes_the_layout_and_skips_finished_work(tmp_path):

@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.faces.landmarks import smooth_landmarks
 from restore.align import (
     CROP_BORDER_BGR,
     FFHQ_TEMPLATE_512,
     estimate_affine,
     face_template,
     inverse_affine,
-    smooth_landmarks,
     warp_face,
 )
 from tests.test_restore_support import one_torch_thread, synthetic_image
@@ -46,8 +46,16 @@ def frame():
 
 def test_template_is_facexlibs_512_template_and_scales():
     assert FFHQ_TEMPLATE_512.shape == (5, 2)
-    np.testing.assert_allclose(FFHQ_TEMPLATE_512[0], [192.98138, 239.94708])
-    np.testing.assert_allclose(FFHQ_TEMPLATE_512[4], [313.08905, 371.15118])
+    # facexlib's FaceRestoreHelper face_template for 512 px (GFPGAN and CodeFormer align on it):
+    # left eye, right eye, nose tip, left and right mouth corner, (x, y) pixels
+    published = [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ]
+    np.testing.assert_allclose(FFHQ_TEMPLATE_512, published, rtol=0, atol=1e-5)
     np.testing.assert_allclose(face_template(256), FFHQ_TEMPLATE_512 / 2)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from restore.align import FFHQ_TEMPLATE_512, estimate_affine, inverse_affine
-from restore.blend import face_region, parsing_face_mask, paste_face
+from restore.blend import face_region, parsing_face_mask, paste_restored_face
 from tests.test_restore_align import apply, similarity
 from tests.test_restore_support import one_torch_thread, synthetic_image
 
@@ -87,7 +87,7 @@ def test_square_paste_matches_facexlib(face, upscale, placement):
     frame_up = cv2.resize(frame, (300 * upscale, 280 * upscale), interpolation=cv2.INTER_LANCZOS4)
     inverse = inverse_affine(placed_face(*placement), upscale)
     expected, soft = facexlib_square_paste(frame_up, face, inverse, upscale)
-    ours = paste_face(frame_up, face, inverse, upscale)
+    ours = paste_restored_face(frame_up, face, inverse, upscale)
     diff = np.abs(ours.astype(int) - expected)
     assert diff.max() <= REGION_TOLERANCE_LEVELS and np.mean(diff > 0) < REGION_TOLERANCE_SHARE
     assert np.mean(ours != frame_up) > 0.05  # the face really was pasted
@@ -98,7 +98,7 @@ def test_paste_leaves_the_input_and_everything_outside_the_mask_bit_identical(fa
     frame = synthetic_image(200, 240, seed=8)
     before = frame.copy()
     inverse = inverse_affine(placed_face(0.25, 0.0, 50.0, 20.0), 1)
-    ours = paste_face(frame, face, inverse, 1)
+    ours = paste_restored_face(frame, face, inverse, 1)
     np.testing.assert_array_equal(frame, before)
     _, soft = facexlib_square_paste(frame, face, inverse, 1)
     changed = np.any(ours != frame, axis=2)
@@ -112,7 +112,7 @@ def test_paste_leaves_the_input_and_everything_outside_the_mask_bit_identical(fa
 def test_face_entirely_outside_the_frame_changes_nothing(face):
     frame = synthetic_image(100, 100, seed=9)
     inverse = inverse_affine(placed_face(0.2, 0.0, 400.0, 400.0), 1)
-    np.testing.assert_array_equal(paste_face(frame, face, inverse, 1), frame)
+    np.testing.assert_array_equal(paste_restored_face(frame, face, inverse, 1), frame)
 
 
 def test_parsing_mask_matches_facexlib():
@@ -137,7 +137,7 @@ def test_parsing_paste_matches_facexlib(face):
     frame = synthetic_image(260, 260, seed=10)
     inverse = inverse_affine(placed_face(0.35, 7.0, 40.0, 30.0), 1)
     expected, mask = facexlib_parse_paste(frame, face, inverse, labels)
-    ours = paste_face(frame, face, inverse, 1, parsing_face_mask(labels))
+    ours = paste_restored_face(frame, face, inverse, 1, parsing_face_mask(labels))
     diff = np.abs(ours.astype(int) - expected)
     assert diff.max() <= REGION_TOLERANCE_LEVELS and np.mean(diff > 0) < REGION_TOLERANCE_SHARE
     np.testing.assert_array_equal(ours[mask == 0], frame[mask == 0])

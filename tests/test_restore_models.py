@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import WEIGHTS_DIR, RestoreConfig
-from pipeline.devices import to_channels_last
-from pipeline.errors import ConfigError, MissingWeightsError, WeightsError, WrongModelError
+from pipeline.core.config_io import WEIGHTS_DIR
+from pipeline.core.devices import to_channels_last
+from pipeline.core.errors import ConfigError, MissingWeightsError, WeightsError, WrongModelError
 from restore import build_stage, load_parser, load_restorer
+from restore.config import RestoreConfig
 from restore.parsing import build_parsenet
 from tests.conftest import load_layout
 from tests.test_restore_support import (

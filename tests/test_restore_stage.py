@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import RestoreConfig
-from pipeline.errors import ConfigError
-from pipeline.types import FaceBox, FrameBatch
+from pipeline.core.errors import ConfigError
+from pipeline.core.types import FaceBox, FrameBatch
 from restore import FaceRestoreStage
 from restore.align import estimate_affine, face_template, inverse_affine, warp_face
-from restore.blend import parsing_face_mask, paste_face
+from restore.blend import parsing_face_mask, paste_restored_face
+from restore.config import RestoreConfig
 from restore.convert import faces_to_tensor
 from restore.upsample import load_bg_upsampler
 from tests.test_restore_align import apply, similarity
@@ -58,7 +58,7 @@ def expected_frame(frame, face, restorer, upscale=1, parser=None):
     affine = estimate_affine(face.landmarks, TINY_FACE)
     restored = restorer.restore_aligned(warp_face(frame, affine, TINY_FACE)[None])
     mask = None if parser is None else parsing_face_mask(parser.parse(restored)[0], TINY_FACE)
-    return paste_face(frame, restored[0], inverse_affine(affine, upscale), upscale, mask)
+    return paste_restored_face(frame, restored[0], inverse_affine(affine, upscale), upscale, mask)
 
 
 def test_restores_faces_with_landmarks_and_passes_the_rest(restorer, batch):
@@ -141,7 +141,9 @@ def test_upscale_with_lanczos_background(restorer, batch):
     up0 = cv2.resize(batch.frames[0], (2 * WIDTH, 2 * HEIGHT), interpolation=cv2.INTER_LANCZOS4)
     affine = estimate_affine(batch.faces[0].landmarks, TINY_FACE)
     restored = restorer.restore_aligned(warp_face(batch.frames[0], affine, TINY_FACE)[None])[0]
-    np.testing.assert_array_equal(out.frames[0], paste_face(up0, restored, inverse_affine(affine, 2), 2))
+    np.testing.assert_array_equal(
+        out.frames[0], paste_restored_face(up0, restored, inverse_affine(affine, 2), 2)
+    )
 
 
 def test_upscale_with_realesrgan_background(restorer, batch, tmp_path):

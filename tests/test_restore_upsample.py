@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import WrongModelError
+from pipeline.core.errors import WrongModelError
 from restore.upsample import BackgroundUpsampler, load_bg_upsampler, mod_pad
 from tests.test_restore_support import one_torch_thread, seeded_tensor, synthetic_image
 

@@ -45,7 +45,7 @@ def test_rebatch_keeps_order_and_sizes():
 
 def test_output_frames_follow_the_indices_from_cache_and_from_chunks(tmp_path, monkeypatch):
     from pipeline import frames as frames_module
-    from pipeline.media import FrameSize
+    from pipeline.core.media import FrameSize
     from tests.media_fixtures import make_video, read_all_frames
 
     clip = make_video(tmp_path / "c.mp4", seconds=0.5, fps=25, size="64x48", audio=False)
@@ -68,7 +68,7 @@ def test_output_frames_follow_the_indices_from_cache_and_from_chunks(tmp_path, m
 )
 def test_backward_play_from_input_seeks_is_frame_exact(tmp_path, monkeypatch, fps, extra):
     from pipeline import frames as frames_module
-    from pipeline.media import FrameSize
+    from pipeline.core.media import FrameSize
     from tests.media_fixtures import make_video, read_all_frames
 
     suffix = ".mkv" if extra else ".mp4"

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from wav2lip import train_log
+from wav2lip.training import log as train_log
 
 
 def test_metrics_fall_back_to_jsonl_without_tensorboard(tmp_path, monkeypatch):

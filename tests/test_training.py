@@ -18,19 +18,16 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pipeline.config import REPO_ROOT
-from pipeline.errors import ConfigError, EngineUnavailableError, InputError
+from pipeline.core.config_io import REPO_ROOT
+from pipeline.core.errors import ConfigError, DeviceUnavailableError, InputError
 from tests.lrs2_fixtures import make_preprocessed_set
-from wav2lip import (
-    load_discriminator,
-    load_generator,
-    load_syncnet,
-    train,
-    train_syncnet,
-)
-from wav2lip import trainer_common as tc
+from wav2lip import load_discriminator, load_generator, load_syncnet
 from wav2lip.audio import load_wav, melspectrogram
-from wav2lip.data import (
+from wav2lip.models import Wav2Lip
+from wav2lip.training import distributed, loaders, objectives, train_syncnet
+from wav2lip.training import train_wav2lip as train
+from wav2lip.training.config import DataConfig, SyncNetTrainConfig, Wav2LipTrainConfig, load_train_config
+from wav2lip.training.data import (
     ResumableSampler,
     SyncNetDataset,
     Wav2LipDataset,
@@ -39,8 +36,6 @@ from wav2lip.data import (
     read_filelist,
     sync_mel_start,
 )
-from wav2lip.models import Wav2Lip
-from wav2lip.train_config import DataConfig, SyncNetTrainConfig, Wav2LipTrainConfig, load_train_config
 
 TINY = {"batch_size": 2, "device": "cpu", "amp": False, "quiet": True, "checkpoint_interval": 1000}
 
@@ -288,7 +283,7 @@ def test_generator_step_loads_in_inference_and_resumes(syncnet_run, data_root, t
     generator = load_generator(final)  # what inference uses
     assert isinstance(generator, Wav2Lip) and not generator.training
     _assert_tensorboard_log(tmp_path, step, result.evaluations[0])
-    run = train.build_run(config, tc.init_distributed("cpu"))  # resume: newest checkpoint in the dir
+    run = train.build_run(config, distributed.init_distributed("cpu"))  # resume: newest checkpoint in the dir
     saved = torch.load(final, weights_only=True)
     assert run.global_step == 1 and run.syncnet_wt == saved["train_state"]["syncnet_wt"] == 0.01
     restored = run.optimizer.state_dict()
@@ -352,25 +347,25 @@ def test_generator_command_passes_its_own_flags(data_root, tmp_path, capsys):
 def test_mixed_precision_is_cuda_only(data_root, tmp_path, monkeypatch):
     """``amp: true`` on the CPU changes nothing: no autocast, an inactive scaler, the same step."""
     cpu = torch.device("cpu")
-    assert not tc.make_scaler(cpu, True).is_enabled()
-    with tc.autocast(cpu, True):
+    assert not objectives.make_scaler(cpu, True).is_enabled()
+    with objectives.autocast(cpu, True):
         assert not torch.is_autocast_enabled("cpu")
-    batch = next(tc.make_loader(SyncNetDataset(read_filelist(data_root / "train.txt", data_root),
+    batch = next(loaders.make_loader(SyncNetDataset(read_filelist(data_root / "train.txt", data_root),
                                                DataConfig(data_root=str(data_root)), 0), 2, 0,
-                                tc.init_distributed("cpu"), 0))  # fmt: skip
+                                distributed.init_distributed("cpu"), 0))  # fmt: skip
     runs, losses = [], []
     for amp in (False, True):
         config = sync_config(data_root, tmp_path / str(amp), amp=amp)
         torch.manual_seed(0)
-        runs.append(train_syncnet.build_run(config, tc.init_distributed("cpu")))
+        runs.append(train_syncnet.build_run(config, distributed.init_distributed("cpu")))
         losses.append(train_syncnet.train_step(runs[-1], batch, cpu, amp=amp))
     assert losses[0] == losses[1] and not runs[1].scaler.is_enabled()
     for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters()):
         assert torch.equal(a, b)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(EngineUnavailableError, match="no CUDA GPU"):
-        tc.resolve_device("cuda")
-    assert tc.resolve_device("auto") == cpu
+    with pytest.raises(DeviceUnavailableError, match="no CUDA device"):
+        distributed.init_distributed("cuda")
+    assert distributed.init_distributed("auto").device == cpu
 
 
 @pytest.mark.gpu
@@ -381,7 +376,7 @@ def test_mixed_precision_on_cuda_trains_and_resumes_the_scalers(syncnet_run, dat
     assert len(result.history) == 3 and all(np.isfinite(h["loss"]) for h in result.history)
     saved = torch.load(result.checkpoints[-1], weights_only=True)["train_state"]["scaler"]
     assert saved["scale"] > 0  # an active scaler saved its state (an inactive one saves {})
-    run = train_syncnet.build_run(config, tc.init_distributed("cuda"))
+    run = train_syncnet.build_run(config, distributed.init_distributed("cuda"))
     assert run.scaler.is_enabled() and run.scaler.get_scale() == saved["scale"]
     assert next(run.model.parameters()).is_cuda and run.global_step == 3
     expert = syncnet_run[1].checkpoints[-1]

@@ -13,11 +13,11 @@ import torch
 
 import tts
 import tts.coqui as coqui
-from pipeline.config import TTSConfig
-from pipeline.errors import ConfigError, EngineUnavailableError, InputError, WeightsError
-from pipeline.types import AudioClip
+from pipeline.core.errors import ConfigError, EngineUnavailableError, InputError, WeightsError
+from pipeline.core.types import AudioClip
 from tests.test_tts_conditioning import silent_gaps, tone
-from tts.render import render
+from tts.assembly import render
+from tts.config import TTSConfig
 from tts.text import plan_pieces
 
 XTTS_CONFIG = {

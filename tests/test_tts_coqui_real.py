@@ -18,9 +18,9 @@ import torch
 
 import tts
 import tts.coqui as coqui
-from pipeline.config import TTSConfig
-from pipeline.errors import ConfigError
-from pipeline.types import AudioClip
+from pipeline.core.errors import ConfigError
+from pipeline.core.types import AudioClip
+from tts.config import TTSConfig
 
 REASON = "Coqui TTS extra not installed (pip install -r requirements-coqui.txt)"
 SPEAKERS = {"alice": 0, "bob": 1}

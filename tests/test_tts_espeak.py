@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import tts
-import tts.espeak as espeak
-from pipeline.config import TTSConfig
-from pipeline.errors import ConfigError, EngineUnavailableError, LipSyncError
+import tts.espeak.engine as espeak
+from pipeline.core.errors import ConfigError, EngineUnavailableError, LipSyncError
 from tests.test_tts_conditioning import silent_gaps
 from tts.conditioning import frame_rms, pcm16_to_float, voiced_bounds
-from tts.espeak_cli import EspeakProgram, parse_voice_table, parse_wav_pcm16
+from tts.config import TTSConfig
+from tts.espeak.program import EspeakProgram, parse_voice_table, parse_wav_pcm16
 
 SHORT = "Hello there."
 LONG = "Hello there. This sentence is a good deal longer than the first one, and it keeps going for a while."
@@ -51,6 +51,20 @@ def test_library_renders_16_bit_at_22050_hz_repeatably():
     assert first.dtype == np.int16 and first.size > 0.5 * 22050
     again = library.synthesize(SHORT, "en-us", 165)  # espeak-ng's flutter phase runs on between calls
     assert abs(len(again) - len(first)) < 0.02 * len(first)
+
+
+ESPEAK_NG_SAMPLE_RATE_HZ = 22050  # the rate every espeak-ng voice renders at
+
+
+def test_the_engine_labels_its_speech_at_espeak_ngs_rate_so_resampling_keeps_its_length():
+    clip = espeak.open_espeak("en-us", 165).speak(SHORT)
+    assert clip.sample_rate_hz == ESPEAK_NG_SAMPLE_RATE_HZ
+    start, end = voiced_bounds(clip.samples, ESPEAK_NG_SAMPLE_RATE_HZ)
+    spoken_s = (end - start) / ESPEAK_NG_SAMPLE_RATE_HZ
+    out = tts.synthesize(SHORT, TTSConfig())  # resampled to 16 kHz
+    start, end = voiced_bounds(out.samples, 16000)
+    # a 22.05 kHz clip taken for 16 kHz would come out 1.38 times as long (about 0.3 s here)
+    assert (end - start) / 16000 == pytest.approx(spoken_s, abs=0.05)
 
 
 def test_concurrent_synthesis_keeps_each_callers_settings():

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import tts
-from pipeline.config import TTSConfig
-from pipeline.errors import AudioError, ConfigError, LipSyncError, TextError
-from pipeline.types import AudioClip
+from pipeline.core.errors import AudioError, ConfigError, LipSyncError, TextError
+from pipeline.core.types import AudioClip
 from tests.test_tts_conditioning import silent_gaps, tone
-from tts.render import render
+from tts.assembly import render
+from tts.config import TTSConfig
 from tts.text import plan_pieces
 
 

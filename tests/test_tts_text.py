@@ -7,7 +7,7 @@ import time
 import pytest
 
 import tts
-from pipeline.errors import InputError, TextError
+from pipeline.core.errors import InputError, TextError
 from tts.text import (
     CLAUSE_PAUSE_S,
     MAX_PIECE_CHARS,

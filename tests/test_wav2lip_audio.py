@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from pipeline.errors import AudioError, InputError
+from pipeline.core.errors import AudioError, InputError
 from wav2lip import audio
 
 SR = audio.SAMPLE_RATE_HZ
@@ -102,7 +102,7 @@ def test_nan_and_empty_audio_are_audio_errors():
 
 
 def test_decode_args_request_float_mono_at_the_rate():
-    from pipeline.ffmpeg import decode_audio_args
+    from pipeline.core.ffmpeg import decode_audio_args
 
     args = decode_audio_args("in put.m4a", 16000)
     assert args[args.index("-i") + 1].startswith("file:/") and args[args.index("-i") + 1].endswith(

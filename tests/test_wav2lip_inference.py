@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import Wav2LipConfig
-from pipeline.errors import AudioError, ConfigError, NoFaceError
-from pipeline.types import FaceBox, FrameBatch
+from pipeline.core.errors import AudioError, ConfigError, NoFaceError
+from pipeline.core.types import FaceBox, FrameBatch
 from tests.test_wav2lip_models import fan_in_state_dict
-from wav2lip.faces import generator_input, mask_lower_half
+from wav2lip.config import Wav2LipConfig
+from wav2lip.face_input import generator_input, mask_lower_half
 from wav2lip.inference import (
     LipSyncer,
     feather_mask,
@@ -40,6 +40,14 @@ def _frames(n: int = 3, seed: int = 0) -> np.ndarray:
 
 def _mels(n: int = 3, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-4, 4, (n, 80, 16)).astype(np.float32)
+
+
+def _assert_equal_but_rounding(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal except where float32 rounding flips the official uint8 truncation: at most one grey level,
+    in at most 0.1 % of the values (channels-last convolutions sum in another order on some CPUs)."""
+    diff = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1, diff.max()
+    assert np.count_nonzero(diff) <= 0.001 * diff.size, np.count_nonzero(diff)
 
 
 def _official_hard_paste(model: Wav2Lip, frame: np.ndarray, box: FaceBox, mel: np.ndarray) -> np.ndarray:
@@ -131,7 +139,7 @@ def test_hard_paste_equals_the_official_steps(generator):
     frames, mels = _frames(2), _mels(2)
     out = lipsync_frames(generator, frames, [BOX, BOX], mels, batch_size=2, device="cpu", paste="hard")
     for i in range(2):
-        np.testing.assert_array_equal(out[i], _official_hard_paste(generator, frames[i], BOX, mels[i]))
+        _assert_equal_but_rounding(out[i], _official_hard_paste(generator, frames[i], BOX, mels[i]))
 
 
 def test_feather_paste_keeps_outside_and_upper_face(generator):
@@ -181,7 +189,7 @@ def test_box_is_clipped_to_the_frame(generator):
     np.testing.assert_array_equal(out[0][:60], frames[0][:60])
     np.testing.assert_array_equal(out[0][:, :100], frames[0][:, :100])
     clipped = FaceBox(top=60, bottom=120, left=100, right=160)
-    np.testing.assert_array_equal(out[0], _official_hard_paste(generator, frames[0], clipped, mels[0]))
+    _assert_equal_but_rounding(out[0], _official_hard_paste(generator, frames[0], clipped, mels[0]))
 
 
 def test_input_checks(generator):

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pipeline.checkpoints import load_state_dict
-from pipeline.errors import MissingWeightsError, WrongModelError
+from pipeline.core.checkpoints import load_state_dict
+from pipeline.core.errors import MissingWeightsError, WrongModelError
 from tests.conftest import load_layout
 from wav2lip import identify_checkpoint, load_discriminator, load_generator, load_syncnet
-from wav2lip.faces import syncnet_face_input
+from wav2lip.face_input import syncnet_face_input
 from wav2lip.models import SyncNet, Wav2Lip, Wav2LipDiscQual
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

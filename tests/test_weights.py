@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import weights
-from pipeline.errors import ConfigError, MissingWeightsError, WeightsError
-from pipeline.weights import MISMATCH, MISSING, PRESENT, VERIFIED, WeightSpec, load_manifest
+from pipeline import weights as weights_cli
+from pipeline.core import weight_store as weights
+from pipeline.core.errors import ConfigError, MissingWeightsError, WeightsError
+from pipeline.core.weight_store import MISMATCH, MISSING, PRESENT, VERIFIED, WeightSpec, load_manifest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_NAMES = [
@@ -439,14 +440,15 @@ def test_sha256_of_reads_in_chunks(tmp_path, monkeypatch):
 
 def test_cli_list_and_verify(tmp_path, capsys):
     (tmp_path / "codeformer.pth").write_bytes(b"c")
-    assert weights.main(["--weights-dir", str(tmp_path), "list"]) == 0
+    assert weights_cli.main(["--weights-dir", str(tmp_path), "list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(EXPECTED_NAMES)
     assert out[1].split()[:4] == ["wav2lip_gan", "wav2lip", "default", "missing"]
     assert [line.split()[3] for line in out if line.startswith("codeformer")] == ["present"]
-    assert weights.main(["--weights-dir", str(tmp_path), "verify"]) == 0  # missing optional files are fine
-    assert weights.main(["--weights-dir", str(tmp_path), "verify", "codeformer"]) == 0
-    assert weights.main(["--weights-dir", str(tmp_path), "verify", "codeformer", "gfpgan_v1.4"]) == 3
+    # missing optional files are fine
+    assert weights_cli.main(["--weights-dir", str(tmp_path), "verify"]) == 0
+    assert weights_cli.main(["--weights-dir", str(tmp_path), "verify", "codeformer"]) == 0
+    assert weights_cli.main(["--weights-dir", str(tmp_path), "verify", "codeformer", "gfpgan_v1.4"]) == 3
 
 
 def test_cli_exit_codes_for_usage_and_weights_errors(tmp_path, server, payload, capsys):
@@ -460,20 +462,20 @@ def test_cli_exit_codes_for_usage_and_weights_errors(tmp_path, server, payload, 
         },
     )
     common = ["--manifest", str(manifest), "--weights-dir", str(tmp_path / "w")]
-    assert weights.main([*common, "frobnicate"]) == 2
-    assert weights.main([*common, "fetch", "nonexistent"]) == 2
+    assert weights_cli.main([*common, "frobnicate"]) == 2
+    assert weights_cli.main([*common, "fetch", "nonexistent"]) == 2
     assert "unknown checkpoint name 'nonexistent'" in capsys.readouterr().err
-    assert weights.main([*common, "fetch", "--quiet"]) == 0  # the defaults: just "good"
+    assert weights_cli.main([*common, "fetch", "--quiet"]) == 0  # the defaults: just "good"
     assert (tmp_path / "w" / "good.pth").read_bytes() == payload
     capsys.readouterr()
-    assert weights.main([*common, "fetch", "--quiet", "bad", "good"]) == 3
+    assert weights_cli.main([*common, "fetch", "--quiet", "bad", "good"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: downloaded bad from") and "SHA-256" in err[0]
     assert not (tmp_path / "w" / "bad.pth").exists()
     (tmp_path / "w" / "bad.pth").write_bytes(b"corrupt")
-    assert weights.main([*common, "verify"]) == 3
+    assert weights_cli.main([*common, "verify"]) == 3
     (tmp_path / "broken.yaml").write_text("weights: [\n")
-    assert weights.main(["--manifest", str(tmp_path / "broken.yaml"), "list"]) == 3
+    assert weights_cli.main(["--manifest", str(tmp_path / "broken.yaml"), "list"]) == 3
 
 
 def test_module_runs_as_a_script():

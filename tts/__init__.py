@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import TTSConfig
-from pipeline.errors import ConfigError, InputError, TextError
-from pipeline.types import AudioClip
+from pipeline.core.errors import ConfigError, InputError, TextError
+from pipeline.core.types import AudioClip
+from tts.assembly import Speaker, check_timing, render
 from tts.conditioning import OUTPUT_SAMPLE_RATE_HZ
-from tts.espeak import list_voices, open_espeak
-from tts.espeak_lib import VoiceInfo
-from tts.render import Speaker, check_timing, render
+from tts.config import TTSConfig
+from tts.espeak.engine import list_voices, open_espeak
+from tts.espeak.library import VoiceInfo
 from tts.text import check_speakable, plan_pieces
 
 __all__ = ["OUTPUT_SAMPLE_RATE_HZ", "VoiceInfo", "list_voices", "open_speaker", "read_script", "synthesize"]
@@ -56,9 +56,10 @@ def open_speaker(
             )
         return open_espeak(cfg.voice, cfg.speed)
     if cfg.engine == "coqui":
+        from pipeline.core.devices import choose_device
         from tts.coqui import load_coqui
 
-        return load_coqui(cfg, reference_audio, _resolve_device(device))
+        return load_coqui(cfg, reference_audio, choose_device(device))
     raise ConfigError(f"tts.engine must be espeak or coqui, got {cfg.engine!r}")
 
 
@@ -81,11 +82,3 @@ def read_script(path: str | Path) -> str:
         ) from exc
     check_speakable(text, where=f"script {path}")
     return text
-
-
-def _resolve_device(device: str | None) -> str:
-    if device not in (None, "auto"):
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

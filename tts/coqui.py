@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import TTSConfig
-from pipeline.errors import ConfigError, EngineUnavailableError, InputError, LipSyncError, WeightsError
-from pipeline.types import AudioClip
+from pipeline.core.errors import ConfigError, EngineUnavailableError, InputError, LipSyncError, WeightsError
+from pipeline.core.types import AudioClip
 from tts.conditioning import resample
+from tts.config import TTSConfig
 
 INSTALL_HINT = "pip install -r requirements-coqui.txt"
 XTTS_REFERENCE_RATE_HZ = 22050  # Hz, the rate Xtts.get_conditioning_latents loads references at
@@ -97,7 +97,7 @@ def load_coqui(
 
 def _reference(cfg: TTSConfig, reference_audio: AudioClip | None) -> AudioClip | None:
     if cfg.voice_sample:
-        from pipeline.media import decode_audio
+        from pipeline.core.media import decode_audio
 
         return decode_audio(cfg.voice_sample, XTTS_REFERENCE_RATE_HZ)
     if cfg.clone_voice_from_video:

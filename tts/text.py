@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from pipeline.errors import TextError
+from pipeline.core.errors import TextError
 
 MAX_PIECE_CHARS = 250  # characters per engine call (XTTS-v2 warns above ~250 for English)
 CLAUSE_PAUSE_S = 0.1  # seconds of silence where an over-long sentence was cut at a comma or space

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import AudioError, InputError
+from pipeline.core.errors import AudioError, InputError
 
 SAMPLE_RATE_HZ = 16000  # samples per second the models were trained on
 N_FFT = 800  # samples per STFT frame (50 ms)
@@ -42,7 +42,7 @@ def load_wav(path: str | Path, sr: int = SAMPLE_RATE_HZ) -> np.ndarray:
     are in [-1, 1] for integer sources. Raises
     :class:`AudioError` when the file is missing, has no audio stream, cannot be decoded or is empty.
     """
-    from pipeline.media import decode_audio
+    from pipeline.core.media import decode_audio
 
     path = Path(path)
     if not path.is_file():

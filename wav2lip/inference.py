@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.adaptive_batch import AdaptiveBatch
-from pipeline.config import Wav2LipConfig
-from pipeline.devices import batch_size_for, float16_autocast, to_channels_last
-from pipeline.errors import AudioError, ConfigError, NoFaceError
-from pipeline.types import FaceBox, FrameBatch
+from pipeline.core.adaptive_batch import AdaptiveBatch
+from pipeline.core.devices import batch_size_for, float16_autocast, to_channels_last
+from pipeline.core.errors import AudioError, ConfigError, NoFaceError
+from pipeline.core.types import FaceBox, FrameBatch
 from wav2lip.audio import MEL_STEP_SIZE, N_MELS
-from wav2lip.faces import FACE_SIZE, MASK_START_ROW, postprocess_faces, prepare_face_inputs
+from wav2lip.config import Wav2LipConfig
+from wav2lip.face_input import MASK_START_ROW, WAV2LIP_FACE_SIZE, postprocess_faces, prepare_face_inputs
 
 __all__ = [
     "LipSyncer",
@@ -32,7 +32,7 @@ __all__ = [
     "feather_mask",
     "forward_generator",
     "lipsync_frames",
-    "paste_face",
+    "paste_generated_face",
     "postprocess_faces",
     "prepare_face_inputs",
     "prepare_mel_inputs",
@@ -70,7 +70,7 @@ def crop_face(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     Resized with ``cv2.resize``'s default bilinear filter, as the official inference does.
     """
     top, bottom, left, right = box
-    return cv2.resize(frame[top:bottom, left:right], (FACE_SIZE, FACE_SIZE))
+    return cv2.resize(frame[top:bottom, left:right], (WAV2LIP_FACE_SIZE, WAV2LIP_FACE_SIZE))
 
 
 def prepare_mel_inputs(mels: np.ndarray) -> np.ndarray:
@@ -110,7 +110,7 @@ def forward_generator(
 
     outputs = batches.map(len(face_inputs), run)
     if not outputs:
-        return np.zeros((0, 3, FACE_SIZE, FACE_SIZE), np.float32)
+        return np.zeros((0, 3, WAV2LIP_FACE_SIZE, WAV2LIP_FACE_SIZE), np.float32)
     return np.concatenate(outputs)
 
 
@@ -123,17 +123,17 @@ def feather_mask(height: int, width: int, feather_px: float) -> np.ndarray:
     """
     if feather_px < 0:
         raise ConfigError(f"wav2lip.feather_px must be >= 0, got {feather_px}")
-    rows = (np.arange(height, dtype=np.float64) + 0.5) * (FACE_SIZE / height)
-    cols = (np.arange(width, dtype=np.float64) + 0.5) * (FACE_SIZE / width)
+    rows = (np.arange(height, dtype=np.float64) + 0.5) * (WAV2LIP_FACE_SIZE / height)
+    cols = (np.arange(width, dtype=np.float64) + 0.5) * (WAV2LIP_FACE_SIZE / width)
     if feather_px == 0:
         return np.repeat((rows >= MASK_START_ROW)[:, None], width, axis=1).astype(np.float32)
     top = np.clip((rows - (MASK_START_ROW - feather_px)) / feather_px, 0.0, 1.0)
-    bottom = np.clip((FACE_SIZE - rows) / feather_px, 0.0, 1.0)
-    sides = np.clip(np.minimum(cols, FACE_SIZE - cols) / feather_px, 0.0, 1.0)
+    bottom = np.clip((WAV2LIP_FACE_SIZE - rows) / feather_px, 0.0, 1.0)
+    sides = np.clip(np.minimum(cols, WAV2LIP_FACE_SIZE - cols) / feather_px, 0.0, 1.0)
     return np.minimum(np.minimum(top, bottom)[:, None], sides[None, :]).astype(np.float32)
 
 
-def paste_face(
+def paste_generated_face(
     frame: np.ndarray, face: np.ndarray, box: tuple[int, int, int, int], paste: str, feather_px: float
 ) -> None:
     """Write generated ``face (96, 96, 3) uint8`` into ``frame`` at ``box`` in place.
@@ -192,7 +192,7 @@ def lipsync_frames(
     pred = forward_generator(model, prepare_face_inputs(crops), mel_inputs, batch_size, device)
     # 4. Paste back
     for face, i in zip(postprocess_faces(pred), with_face):
-        paste_face(output[i], face, clipped[i], paste, feather_px)
+        paste_generated_face(output[i], face, clipped[i], paste, feather_px)
     return output
 
 

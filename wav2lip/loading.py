@@ -2,9 +2,9 @@
 
 The official files wrap the weights as ``{'state_dict': ..., 'optimizer': ..., 'global_step': ...,
 'global_epoch': ...}`` with or without DataParallel ``module.`` prefixes; bare state dicts load too.
-Every file is read by :func:`pipeline.checkpoints.load_state_dict` (``weights_only=True``) and loaded
+Every file is read by :func:`pipeline.core.checkpoints.load_state_dict` (``weights_only=True``) and loaded
 with ``strict=True``. A file that holds another network is recognised by its keys and shapes and
-refused with a :class:`~pipeline.errors.WrongModelError` that names what the file is.
+refused with a :class:`~pipeline.core.errors.WrongModelError` that names what the file is.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.checkpoints import load_state_dict
-from pipeline.errors import WrongModelError
+from pipeline.core.checkpoints import load_state_dict
+from pipeline.core.errors import WrongModelError
 from wav2lip.models import SyncNet, Wav2Lip, Wav2LipDiscQual
 
 GENERATOR = "wav2lip_generator"

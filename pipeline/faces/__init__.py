@@ -1,0 +1,2 @@
+"""Face detection (RetinaFace), tracking over time, and landmark geometry: a stage of its own, used by
+the render and by the training tools (preprocessing, evaluation)."""

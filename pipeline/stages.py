@@ -1,0 +1,94 @@
+"""The typed chain of stage models a render runs per batch (lip-sync, then restoration), built by
+loaders and passed in."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import TYPE_CHECKING
+
+from pipeline.config import PipelineConfig
+from pipeline.core.media import FrameSize
+from pipeline.core.types import FrameBatch, StageClock
+from pipeline.faces.landmarks import prepare_landmarks
+from pipeline.faces.tracking import FaceTrack, fixed_box_track
+from pipeline.stage_weights import WeightPaths
+
+if TYPE_CHECKING:  # these import torch: only the stages that run need it
+    from pipeline.faces.detector import FaceDetector
+    from restore.stage import FaceRestoreStage
+    from wav2lip.inference import LipSyncer
+
+
+class StageChain:
+    """The loaded stage models and the per-batch processing chain (lip-sync, then restoration)."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        lipsyncer: LipSyncer,
+        detector: FaceDetector | None,
+        restorer_stage: FaceRestoreStage | None,
+    ) -> None:
+        self.config = config
+        self.lipsyncer = lipsyncer
+        self.detector = detector
+        self.restorer_stage = restorer_stage
+
+    def track_faces(self, batches, size: FrameSize, progress: bool) -> FaceTrack:
+        """Face track over the frames in ``batches``; landmarks smoothed when restoration will use them."""
+        from pipeline.faces.detector import track_faces
+
+        frame_size = (size.height, size.width)
+        track = track_faces(batches, self.detector, self.config.detect, frame_size, progress)
+        return self._for_restoration(track)
+
+    def fixed_box_track(self, n_frames: int, size: FrameSize) -> FaceTrack:
+        """The ``--box`` track of ``n_frames`` frames (no detection, no decoding needed)."""
+        boxes = fixed_box_track(self.config.detect.box, n_frames, (size.height, size.width))
+        track = FaceTrack(faces=tuple(boxes), frames_without_face=sum(box is None for box in boxes))
+        return self._for_restoration(track)
+
+    def _for_restoration(self, track: FaceTrack) -> FaceTrack:
+        if self.restorer_stage is None:
+            return track
+        return prepare_landmarks(track, self.config.restore.landmark_smooth_window)
+
+    def process(self, batch: FrameBatch, times: StageClock) -> FrameBatch:
+        """Lip-sync then restore one batch, adding the seconds of each stage to ``times``."""
+        start = time.perf_counter()
+        batch = self.lipsyncer.process(batch)
+        times.add("lip-sync", time.perf_counter() - start)
+        if self.restorer_stage is not None:
+            batch = self.restorer_stage.process(batch, times)
+        return batch
+
+    def output_size(self, size: FrameSize) -> FrameSize:
+        if self.restorer_stage is None:
+            return size
+        width, height = self.restorer_stage.output_size(size.width, size.height)
+        return FrameSize(width, height)
+
+
+def load_stages(config: PipelineConfig, weights: WeightPaths, device: str) -> StageChain:
+    """The stage models ``weights`` names, loaded on ``device`` and chained."""
+    import wav2lip
+    from wav2lip.inference import LipSyncer
+
+    generator = wav2lip.load_generator(weights.wav2lip, device)
+    lipsyncer = LipSyncer(generator, config.wav2lip, device)
+    detector = None
+    if weights.detector is not None:
+        from pipeline.faces.detector import load_detector
+
+        detector = load_detector(config.detect, weights.detector, device)
+    stage = None
+    if weights.restorer is not None:
+        import restore
+
+        stage = restore.build_stage(
+            config.restore, weights.restorer, weights.parsing, weights.bg_upsampler, device
+        )
+    elif config.restore.upscale != 1:
+        warnings.warn("--upscale needs a restorer; the output keeps the input size", stacklevel=2)
+    return StageChain(config, lipsyncer, detector, stage)

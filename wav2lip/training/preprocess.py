@@ -1,0 +1,366 @@
+"""LRS2 (or own footage in its layout) -> face crops per frame and 16 kHz audio, ready for training.
+
+``python -m wav2lip.preprocess --data-root LRS2/main --out data/lrs2_preprocessed``: every
+``<video_id>/<utterance>.mp4`` becomes ``<out>/<video_id>/<utterance>/<n>.jpg`` (the face of frame
+n, cut by the same face tracking as inference: RetinaFace, the configured face choice, smoothing and
+padding; or a fixed ``--box``) and ``audio.wav`` (mono 16 kHz PCM). Work is parallel over videos and
+resumable: ``done.json`` is written last in each finished folder, and finished folders are skipped.
+An utterance with a frame without a face gets ``failed.json`` instead, is listed in
+``preprocess_report.json`` and is left out of the file lists (it would give broken 5-frame windows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.core import ffmpeg
+from pipeline.core.devices import choose_device
+from pipeline.core.errors import ConfigError, FFmpegError, InputError, LipSyncError, NoFaceError
+from pipeline.core.media import FrameSize, VideoReader, read_first_frame
+from pipeline.faces.config import DetectConfig
+from pipeline.faces.detector import load_detector, track_faces
+from pipeline.faces.tracking import FaceTrack
+from wav2lip.audio import SAMPLE_RATE_HZ
+
+VIDEO_FPS = 25.0  # frames per second of LRS2 (and of the training data)
+DONE_MARKER = "done.json"  # written last: the folder is complete
+FAILED_MARKER = "failed.json"  # the utterance cannot be used (why is inside)
+REPORT_FILE = "preprocess_report.json"
+JPEG_QUALITY = 95  # OpenCV's default JPEG quality, stated explicitly
+DECODE_BATCH = 32  # frames per decoded batch
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    data_root: Path
+    out_root: Path
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    detector_checkpoint: str | None = None  # needed unless detect.box is set
+    device: str = "auto"
+    workers: int = 1
+    retry_failed: bool = False
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class UtteranceResult:
+    name: str  # <video_id>/<utterance>
+    ok: bool
+    frames: int = 0
+    reason: str = ""
+    skipped: bool = False  # finished by an earlier run
+
+
+# --- one utterance -------------------------------------------------------------------------------------
+
+
+def find_videos(data_root: str | Path) -> list[Path]:
+    """``<video_id>/<utterance>.mp4`` files under ``data_root``, sorted; InputError when there are none."""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise InputError(f"data root not found: {root}")
+    videos = sorted(root.glob("*/*.mp4"))
+    if not videos:
+        raise InputError(f"no <video_id>/<utterance>.mp4 files under {root}")
+    return videos
+
+
+def utterance_name(video: Path) -> str:
+    return f"{video.parent.name}/{video.stem}"
+
+
+def crop_faces(frames: np.ndarray, track: FaceTrack, start: int) -> list[np.ndarray]:
+    """The face crop of each of ``frames (n, H, W, 3)``, frames ``start .. start+n-1`` of ``track``."""
+    crops = []
+    for offset, frame in enumerate(frames):
+        box = track.faces[start + offset]
+        crops.append(frame[box.top : box.bottom, box.left : box.right])
+    return crops
+
+
+def extract_audio_args(video: Path, wav: Path) -> list[str]:
+    """ffmpeg arguments writing the first audio stream of ``video`` to ``wav`` as mono 16 kHz PCM."""
+    return [
+        ffmpeg.ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-i", ffmpeg.file_arg(video), "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE_HZ),
+        "-c:a", "pcm_s16le", "-f", "wav", ffmpeg.file_arg(wav),
+    ]  # fmt: skip
+
+
+def process_utterance(video: Path, out_dir: Path, detector, detect: DetectConfig) -> UtteranceResult:
+    """Write the crops, ``audio.wav`` and finally ``done.json`` (or ``failed.json``) for one video."""
+    name = utterance_name(video)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / FAILED_MARKER).unlink(missing_ok=True)
+    try:
+        first = read_first_frame(video, VIDEO_FPS)
+        size = FrameSize(first.shape[1], first.shape[0])
+        track = _track(video, size, detector, detect)
+        if track.frames_without_face:
+            missing = [i for i, f in enumerate(track.faces) if f is None]
+            raise NoFaceError(
+                f"{len(missing)} of {len(track.faces)} frames have no face (first: frame {missing[0]})"
+            )
+        count = _write_crops(video, size, track, out_dir)
+        _extract_audio(video, out_dir / "audio.wav")
+    except LipSyncError as exc:
+        return _fail(out_dir, name, str(exc))
+    (out_dir / DONE_MARKER).write_text(json.dumps({"frames": count, "source": str(video)}), encoding="utf-8")
+    return UtteranceResult(name, True, count)
+
+
+def _track(video: Path, size: FrameSize, detector, detect: DetectConfig) -> FaceTrack:
+    with VideoReader(video, size, VIDEO_FPS, DECODE_BATCH) as reader, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # frames without a face are reported by the caller
+        return track_faces(reader, detector, detect, (size.height, size.width), progress=False)
+
+
+def _write_crops(video: Path, size: FrameSize, track: FaceTrack, out_dir: Path) -> int:
+    for stale in out_dir.glob("*.jpg"):
+        stale.unlink()
+    index = 0
+    with VideoReader(video, size, VIDEO_FPS, DECODE_BATCH) as reader:
+        for frames in reader:
+            for crop in crop_faces(frames, track, index):
+                cv2.imwrite(str(out_dir / f"{index}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                index += 1
+    if index != len(track.faces):
+        raise InputError(f"{video} decoded to {index} frames the second time, {len(track.faces)} the first")
+    return index
+
+
+def _extract_audio(video: Path, wav: Path) -> None:
+    result = subprocess.run(extract_audio_args(video, wav), capture_output=True, check=False)
+    if result.returncode != 0 or not wav.is_file():
+        raise FFmpegError(f"no audio extracted from {video}: {ffmpeg.essential_stderr(result.stderr)}")
+
+
+def _fail(out_dir: Path, name: str, reason: str) -> UtteranceResult:
+    (out_dir / FAILED_MARKER).write_text(json.dumps({"reason": reason}), encoding="utf-8")
+    return UtteranceResult(name, False, reason=reason)
+
+
+def previous_result(video: Path, out_dir: Path, retry_failed: bool) -> UtteranceResult | None:
+    """The recorded outcome of an earlier run (None when the utterance must be processed)."""
+    name = utterance_name(video)
+    if (out_dir / DONE_MARKER).is_file():
+        frames = json.loads((out_dir / DONE_MARKER).read_text(encoding="utf-8")).get("frames", 0)
+        return UtteranceResult(name, True, int(frames), skipped=True)
+    if (out_dir / FAILED_MARKER).is_file() and not retry_failed:
+        reason = json.loads((out_dir / FAILED_MARKER).read_text(encoding="utf-8")).get("reason", "")
+        return UtteranceResult(name, False, reason=reason, skipped=True)
+    return None
+
+
+# --- the whole data set --------------------------------------------------------------------------------
+
+
+def preprocess(options: PreprocessOptions) -> list[UtteranceResult]:
+    """Process every utterance under ``options.data_root`` not finished before; write the report."""
+    videos = find_videos(options.data_root)
+    if options.detect.box is None and not options.detector_checkpoint:
+        raise ConfigError("give --detector-checkpoint (RetinaFace weights) or a fixed --box")
+    results, todo = [], []
+    for video in videos:
+        earlier = previous_result(video, _out_dir(options, video), options.retry_failed)
+        if earlier is None:
+            todo.append(video)
+        else:
+            results.append(earlier)
+    bar = tqdm(
+        total=len(videos), initial=len(results), desc="Preprocessing", unit="utt", disable=options.quiet
+    )
+    with bar:
+        for result in _run_all(todo, options):
+            results.append(result)
+            bar.update(1)
+    write_report(options.out_root, results)
+    return sorted(results, key=lambda r: r.name)
+
+
+def _out_dir(options: PreprocessOptions, video: Path) -> Path:
+    return options.out_root / video.parent.name / video.stem
+
+
+def _run_all(videos: list[Path], options: PreprocessOptions) -> Iterable[UtteranceResult]:
+    if not videos:
+        return
+    if options.workers <= 1:
+        detector = _load_detector(options, 0)
+        for video in videos:
+            yield process_utterance(video, _out_dir(options, video), detector, options.detect)
+        return
+    counter = mp.get_context("spawn").Value("i", 0)
+    with ProcessPoolExecutor(
+        options.workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(options, counter),
+    ) as pool:
+        futures = [pool.submit(_worker_task, video, _out_dir(options, video)) for video in videos]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _load_detector(options: PreprocessOptions, worker_index: int):
+    if options.detect.box is not None:
+        return None
+    device = choose_device(options.device)
+    if device == "cuda":
+        device = f"cuda:{worker_index % max(1, torch.cuda.device_count())}"
+    return load_detector(options.detect, options.detector_checkpoint, device)
+
+
+_WORKER: dict = {}  # per worker process: its options and detector (set once by _init_worker)
+
+
+def _init_worker(options: PreprocessOptions, counter) -> None:
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    torch.set_num_threads(1)
+    _WORKER.update(options=options, detector=_load_detector(options, index))
+
+
+def _worker_task(video: Path, out_dir: Path) -> UtteranceResult:
+    return process_utterance(video, out_dir, _WORKER["detector"], _WORKER["options"].detect)
+
+
+def write_report(out_root: Path, results: list[UtteranceResult]) -> Path:
+    """``preprocess_report.json``: counts and every failed utterance with its reason."""
+    failed = [
+        {"utterance": r.name, "reason": r.reason} for r in sorted(results, key=lambda r: r.name) if not r.ok
+    ]
+    report = {"utterances": len(results), "ok": sum(r.ok for r in results), "failed": failed}
+    out_root.mkdir(parents=True, exist_ok=True)
+    path = out_root / REPORT_FILE
+    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return path
+
+
+# --- file lists ----------------------------------------------------------------------------------------
+
+
+def split_filelists(names: list[str], train_fraction: float, seed: int = 0) -> dict[str, list[str]]:
+    """A seeded random train/val split of ``names`` (both non-empty when there are two or more)."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ConfigError(f"--make-filelists takes the train fraction in (0, 1), got {train_fraction}")
+    shuffled = sorted(names)
+    random.Random(seed).shuffle(shuffled)
+    n_train = min(max(1, round(len(shuffled) * train_fraction)), max(1, len(shuffled) - 1))
+    return {"train": sorted(shuffled[:n_train]), "val": sorted(shuffled[n_train:])}
+
+
+def filter_filelists(source_dir: Path, usable: set[str]) -> dict[str, list[str]]:
+    """The official lists in ``source_dir`` (``train.txt``, ``val.txt``, ``test.txt``) restricted to
+    ``usable`` utterances; only the first word of each line is kept."""
+    lists = {}
+    for split in SPLITS:
+        path = source_dir / f"{split}.txt"
+        if path.is_file():
+            names = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            lists[split] = [n for n in names if n in usable]
+    return lists
+
+
+def write_filelists(out_root: Path, lists: dict[str, list[str]]) -> list[Path]:
+    paths = []
+    for split, names in lists.items():
+        path = out_root / f"{split}.txt"
+        path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def make_filelists(
+    out_root: Path, results: list[UtteranceResult], train_fraction: float | None, source_dir: Path | None
+) -> list[Path]:
+    """Write ``train.txt`` / ``val.txt`` (and ``test.txt``) of the usable utterances: a new seeded split
+    with ``train_fraction``, else the official lists found in ``source_dir``; [] when neither applies."""
+    usable = sorted(r.name for r in results if r.ok)
+    if train_fraction is not None:
+        return write_filelists(out_root, split_filelists(usable, train_fraction))
+    if source_dir is not None and (source_dir / "train.txt").is_file():
+        return write_filelists(out_root, filter_filelists(source_dir, set(usable)))
+    return []
+
+
+# --- command line --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m wav2lip.preprocess", description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", required=True, metavar="DIR", help="folder of <video_id>/<utt>.mp4")
+    parser.add_argument("--out", required=True, metavar="DIR", help="preprocessed output folder")
+    parser.add_argument("--detector-checkpoint", metavar="FILE", help="RetinaFace weights (detection_*.pth)")
+    parser.add_argument("--detector", choices=["retinaface_resnet50", "retinaface_mobile0.25"])
+    parser.add_argument("--box", nargs=4, type=int, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                        help="fixed face box in every frame instead of detection")  # fmt: skip
+    parser.add_argument("--pads", nargs=4, type=int, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                        help="pixels added around detected boxes (default 0 10 0 0)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, help="frames per detector batch (default 8)")
+    parser.add_argument("--workers", type=int, default=1, help="videos processed in parallel (processes)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--retry-failed", action="store_true", help="process utterances that failed before")
+    parser.add_argument("--make-filelists", type=float, metavar="TRAIN_FRACTION",
+                        help="write a new random train/val split, e.g. 0.95 (own footage)")  # fmt: skip
+    parser.add_argument("--filelists-from", metavar="DIR",
+                        help="folder of LRS2's train/val/test.txt (default: --data-root/..)")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> PreprocessOptions:
+    changes = {"box": tuple(args.box) if args.box else None}
+    if args.detector:
+        changes["model"] = args.detector
+    if args.pads:
+        changes["pads"] = tuple(args.pads)
+    if args.batch_size:
+        changes["batch_size"] = args.batch_size
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    return PreprocessOptions(
+        Path(args.data_root), Path(args.out), DetectConfig(**changes), args.detector_checkpoint,
+        args.device, args.workers, args.retry_failed, args.quiet,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        options = options_from_args(args)
+        results = preprocess(options)
+        source = Path(args.filelists_from) if args.filelists_from else options.data_root.parent
+        lists = make_filelists(options.out_root, results, args.make_filelists, source)
+    except LipSyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        failed = sum(not r.ok for r in results)
+        print(f"{len(results) - failed} usable, {failed} failed (see {options.out_root / REPORT_FILE})")
+        print("file lists: " + (", ".join(str(p) for p in lists) or "none written (use --make-filelists)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
