@@ -22,7 +22,7 @@ from pipeline.core.config_io import REPO_ROOT
 from pipeline.core.errors import ConfigError, DeviceUnavailableError, InputError
 from tests.lrs2_fixtures import make_preprocessed_set
 from wav2lip import load_discriminator, load_generator, load_syncnet
-from wav2lip.audio import load_wav, melspectrogram
+from wav2lip.audio import load_wav, mel_window, melspectrogram
 from wav2lip.models import Wav2Lip
 from wav2lip.training import distributed, loaders, objectives, train_syncnet
 from wav2lip.training import train_wav2lip as train
@@ -82,14 +82,42 @@ def scalar_series(events: EventAccumulator, tag: str) -> list[tuple[int, float]]
 
 
 def test_window_rules_follow_the_official_expressions():
-    assert sync_mel_start(0, 25) == 3  # int(80 * (1 / 25)) = int(3.2)
-    assert sync_mel_start(4, 25) == 16
+    assert sync_mel_start(0, 25) == 0  # HEAD: int(80 * (0 / 25)), no +1 since August 2020
+    assert sync_mel_start(4, 25) == 12  # int(12.8)
+    assert sync_mel_start(1, 30) == 2  # int(2.67)
     assert indiv_mel_starts(0, 25) is None  # official: start_frame_num - 2 < 0
     assert indiv_mel_starts(1, 25) == [0, 3, 6, 9, 12]
     assert indiv_mel_starts(2, 25) == [3, 6, 9, 12, 16]
     mel_t = np.arange(20 * 80, dtype=np.float32).reshape(20, 80)
     np.testing.assert_array_equal(crop_mel(mel_t, 4), mel_t[4:20].T)
     assert crop_mel(mel_t, 5) is None
+
+
+def _official_sync_start(frame: int, fps: float) -> int:
+    # color_syncnet_train.py / wav2lip_train.py at HEAD: crop_audio_window(spec, id) with the frame number
+    # used as is: start_idx = int(80. * (start_frame_num / float(fps)))
+    return int(80.0 * (frame / float(fps)))
+
+
+def _official_indiv_starts(frame: int, fps: float) -> list[int] | None:
+    # get_segmented_mels: start_frame_num = id + 1; None when start_frame_num - 2 < 0; frame i of
+    # range(start, start + 5) uses crop_audio_window(spec, i - 2)
+    start = frame + 1
+    if start - 2 < 0:
+        return None
+    return [int(80.0 * ((i - 2) / float(fps))) for i in range(start, start + 5)]
+
+
+@pytest.mark.parametrize("fps", [25.0, 30.0])
+def test_windows_match_the_official_formulas_and_the_inference_chunks(fps):
+    mel = np.random.default_rng(0).standard_normal((80, 400)).astype(np.float32)  # 5 s of mel
+    for frame in range(61):
+        assert sync_mel_start(frame, fps) == _official_sync_start(frame, fps), frame
+        assert indiv_mel_starts(frame, fps) == _official_indiv_starts(frame, fps), frame
+        # the expert judges frame i's window with exactly the chunk that drives frame i at inference
+        np.testing.assert_array_equal(
+            crop_mel(mel.T, sync_mel_start(frame, fps)), mel_window(mel, frame, fps)
+        )
 
 
 def test_filelist_skips_missing_folders_and_reads_first_word(data_root, tmp_path):

@@ -170,7 +170,7 @@ def syncnet_v2_scores(
 @torch.no_grad()
 def expert_embeddings(expert, small: np.ndarray, samples: np.ndarray, batch_size: int) -> tuple:
     """Face and audio embeddings of our expert for every 5-frame window with a full mel window (the
-    training rule: the window starting at frame v uses the mel from ``int(80 * (v + 1) / 25)``)."""
+    training rule: the window starting at frame v uses the mel from ``int(80 * v / 25)``)."""
     mel_t = melspectrogram(samples).T
     device = next(expert.parameters()).device
     windows = []

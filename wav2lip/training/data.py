@@ -7,9 +7,10 @@ list ``<video_id>/<utterance>`` per line (only the first word of a line counts, 
 Sampling follows Rudrabha/Wav2Lip's ``color_syncnet_train.py`` and ``wav2lip_train.py`` Dataset: an
 utterance is drawn at random (utterances with at most 15 frames are skipped), a frame ``id`` and a
 different "wrong" frame are drawn, the 5-frame window starting at each is read and resized to 96x96.
-Mel windows are 16 steps starting at ``int(80 * (n / fps))`` with the official frame offsets: the
-sync window uses ``n = id + 1``; the generator's per-frame windows for frames ``id .. id+4`` use
-``n = id - 1 .. id + 3``. A draw whose windows do not exist is redrawn.
+Mel windows are 16 steps starting at ``int(80 * (n / fps))`` with the official frame offsets (HEAD,
+after the August 2020 "audio indexing off by one step" fix): the sync window of frames ``id .. id+4``
+uses ``n = id``, so it equals the inference chunk of frame ``id``; the generator's per-frame windows for
+frames ``id .. id+4`` use ``n = id - 1 .. id + 3``. A draw whose windows do not exist is redrawn.
 
 Every random choice of sample number ``k`` comes from ``numpy.random.default_rng([seed, k])``, so a
 sample does not depend on the worker that makes it, and :class:`ResumableSampler` resumes the stream
@@ -37,7 +38,7 @@ from wav2lip.training.config import DataConfig
 
 MEL_FRAMES_PER_SECOND = 80.0  # mel columns per second (16 kHz / hop 200), as the official crop uses
 MAX_FRAMES_SKIPPED = 3 * SYNCNET_T  # utterances with this many frames or fewer are never drawn
-SYNC_MEL_FRAME_OFFSET = 1  # official: the sync mel window starts at frame id + 1 ("0- to 1-indexing")
+SYNC_MEL_FRAME_OFFSET = 0  # official HEAD: the sync mel window of frames id..id+4 starts at frame id
 INDIV_MEL_FRAME_OFFSET = -1  # official get_segmented_mels: frame id + k uses the window of id + k - 1
 MAX_DRAWS = 1000  # redraws before a sample is declared impossible (official: retries forever)
 AUDIO_FILE = "audio.wav"
