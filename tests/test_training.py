@@ -4,6 +4,7 @@ two-process torchrun run (CPU, gloo). Preprocessing: test_preprocess.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -26,7 +27,14 @@ from wav2lip.audio import load_wav, mel_window, melspectrogram
 from wav2lip.models import Wav2Lip
 from wav2lip.training import distributed, loaders, objectives, train_syncnet
 from wav2lip.training import train_wav2lip as train
-from wav2lip.training.config import DataConfig, SyncNetTrainConfig, Wav2LipTrainConfig, load_train_config
+from wav2lip.training.config import (
+    DataConfig,
+    SyncNetTrainConfig,
+    Wav2LipTrainConfig,
+    final_syncnet_wt,
+    global_batch,
+    load_train_config,
+)
 from wav2lip.training.data import (
     ResumableSampler,
     SyncNetDataset,
@@ -210,13 +218,30 @@ def test_yaml_defaults_are_the_official_hyper_parameters():
     assert sync == SyncNetTrainConfig() and gen == Wav2LipTrainConfig()  # YAML files == dataclass defaults
     assert (sync.batch_size, sync.lr, sync.checkpoint_interval) == (64, 1e-4, 10000)
     assert (gen.batch_size, gen.lr, gen.gan_betas, gen.disc_lr) == (16, 1e-4, (0.5, 0.999), 1e-4)
-    assert (gen.syncnet_wt_initial, gen.syncnet_wt, gen.sync_loss_threshold, gen.disc_wt) == (
-        0,
-        0.03,
-        0.75,
-        0.07,
-    )
+    assert (gen.syncnet_wt_initial, gen.syncnet_wt, gen.gan_syncnet_wt) == (0, 0.01, 0.03)
+    assert (gen.sync_loss_threshold, gen.disc_wt) == (0.75, 0.07)
+    assert final_syncnet_wt(gen) == 0.01 and final_syncnet_wt(dataclasses.replace(gen, gan=True)) == 0.03
     assert (gen.checkpoint_interval, gen.eval_interval, gen.data.img_size) == (3000, 3000, 96)
+    assert (gen.eval_steps, gen.gan_eval_steps) == (700, 302)
+    assert not sync.amp and not gen.amp  # the official recipe is fp32
+    assert sync.batch_scope == gen.batch_scope == "global"
+
+
+def test_batch_is_global_by_default_and_split_over_processes():
+    sync = load_train_config(SyncNetTrainConfig)
+    assert global_batch(sync, 1) == (64, 64) and global_batch(sync, 8) == (64, 8)
+    per = dataclasses.replace(sync, batch_scope="per_process")
+    assert global_batch(per, 8) == (512, 64)
+    with pytest.raises(ConfigError, match="does not split over 3 processes"):
+        global_batch(sync, 3)
+
+
+def test_gan_evaluation_is_one_pass_capped():
+    dataset = list(range(10))  # 10 utterances
+    ctx = distributed.DistContext(0, 1, 0, torch.device("cpu"))
+    assert loaders.eval_loader(dataset, 2, 302, ctx, 0, at_most_one_pass=True)[0] == 5
+    assert loaders.eval_loader(dataset, 2, 3, ctx, 0, at_most_one_pass=True)[0] == 3
+    assert loaders.eval_loader(dataset, 2, 700, ctx, 0)[0] == 700
 
 
 def test_config_rejects_bad_values(tmp_path):
@@ -427,9 +452,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_write_one_checkpoint(data_root, tmp_path):
+def test_torchrun_two_processes_write_one_checkpoint_and_log_the_global_batch(data_root, tmp_path):
     cfg = {"data": {"data_root": str(data_root), "num_workers": 0}, "checkpoint_dir": str(tmp_path / "ck")}
     cfg |= TINY | {"max_steps": 2, "checkpoint_interval": 2, "eval_interval": 2, "eval_steps": 1}
+    cfg |= {"batch_size": 4}  # global: 2 per process
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     args = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
@@ -442,3 +468,8 @@ def test_torchrun_two_processes_write_one_checkpoint(data_root, tmp_path):
     raw = torch.load(tmp_path / "ck" / files[-1], weights_only=True)
     assert raw["global_step"] == 2 and raw["global_epoch"] == (2 * 2 * 2) // 3
     assert not any(k.startswith("module.") for k in raw["state_dict"])
+    events = read_events(tmp_path / "ck")
+    assert scalar_series(events, "run/global_batch_size") == [(0, 4.0)]
+    assert scalar_series(events, "run/process_batch_size") == [(0, 2.0)]
+    assert scalar_series(events, "run/world_size") == [(0, 2.0)]
+    assert scalar_series(events, "run/lr") == [(0, pytest.approx(1e-4))]

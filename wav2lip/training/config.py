@@ -52,14 +52,16 @@ class SyncNetTrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0  # seeds the sample stream (resume continues it exactly)
     max_steps: int | None = None  # stop after this global step (None: run until interrupted)
-    batch_size: int = 64  # per process (official syncnet_batch_size)
+    batch_size: int = 64  # official syncnet_batch_size; global or per process, see batch_scope
+    batch_scope: Literal["global", "per_process"] = "global"  # global: split over torchrun processes
     lr: float = 1e-4  # Adam learning rate (official syncnet_lr)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam betas (torch default, as the official script)
     checkpoint_interval: int = 10000  # steps (official syncnet_checkpoint_interval)
     eval_interval: int = 10000  # steps (official syncnet_eval_interval)
     eval_steps: int | None = None  # validation batches per evaluation; None: one pass over val.txt
-    amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
+    amp: bool = False  # float16 mixed precision on CUDA (ignored on the CPU); the official recipe is fp32
     log_interval: int = 50  # steps between logged training losses
+    stuck_loss_steps: int = 2000  # warn when the train loss stays within 0.02 of ln 2 this many steps
     quiet: bool = False  # no progress bar
 
 
@@ -78,20 +80,23 @@ class Wav2LipTrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     max_steps: int | None = None
-    batch_size: int = 16  # per process (official batch_size)
+    batch_size: int = 16  # official batch_size; global or per process, see batch_scope
+    batch_scope: Literal["global", "per_process"] = "global"  # global: split over torchrun processes
     lr: float = 1e-4  # generator Adam learning rate (official initial_learning_rate)
     betas: tuple[float, float] = (0.9, 0.999)  # generator Adam betas without the GAN (torch default)
     gan_betas: tuple[float, float] = (0.5, 0.999)  # Adam betas of both networks with the GAN
     disc_lr: float = 1e-4  # discriminator Adam learning rate (official disc_initial_learning_rate)
     syncnet_wt_initial: float = 0.0  # sync-loss weight until the eval sync loss drops below the threshold
-    syncnet_wt: float = 0.03  # sync-loss weight from then on (official)
+    syncnet_wt: float = 0.01  # sync-loss weight from then on without the GAN (official wav2lip_train.py)
+    gan_syncnet_wt: float = 0.03  # ... and with the GAN (official hq_wav2lip_train.py)
     sync_loss_threshold: float = 0.75  # eval sync loss below which syncnet_wt switches on
     disc_wt: float = 0.07  # perceptual (adversarial) loss weight with the GAN (official)
     expert_batch_stats: bool = True  # the expert's BatchNorm uses batch statistics (official: never .eval())
     checkpoint_interval: int = 3000  # steps (official)
     eval_interval: int = 3000  # steps (official); without the GAN an evaluation also follows step 1
     eval_steps: int | None = 700  # validation batches per evaluation (official wav2lip_train.py)
-    amp: bool = True
+    gan_eval_steps: int | None = 302  # with the GAN: one pass over val.txt capped at this (official)
+    amp: bool = False  # float16 mixed precision on CUDA; the official recipe is fp32
     log_interval: int = 50
     quiet: bool = False
 
@@ -126,6 +131,8 @@ def validate(config: SyncNetTrainConfig | Wav2LipTrainConfig) -> None:
         _positive("max_steps", config.max_steps)
     if config.eval_steps is not None:
         _positive("eval_steps", config.eval_steps)
+    if isinstance(config, SyncNetTrainConfig):
+        _positive("stuck_loss_steps", config.stuck_loss_steps)
     _check_betas("betas", config.betas)
     if isinstance(config, Wav2LipTrainConfig):
         _validate_wav2lip(config)
@@ -134,14 +141,39 @@ def validate(config: SyncNetTrainConfig | Wav2LipTrainConfig) -> None:
 def _validate_wav2lip(config: Wav2LipTrainConfig) -> None:
     _check_betas("gan_betas", config.gan_betas)
     _positive("disc_lr", config.disc_lr)
-    for name in ("syncnet_wt_initial", "syncnet_wt", "disc_wt", "sync_loss_threshold"):
+    for name in ("syncnet_wt_initial", "syncnet_wt", "gan_syncnet_wt", "disc_wt", "sync_loss_threshold"):
         _at_least(name, getattr(config, name), 0.0)
+    if config.gan_eval_steps is not None:
+        _positive("gan_eval_steps", config.gan_eval_steps)
     disc = config.disc_wt if config.gan else 0.0
-    if max(config.syncnet_wt, config.syncnet_wt_initial) + disc >= 1.0:
+    final = final_syncnet_wt(config)
+    if max(final, config.syncnet_wt_initial) + disc >= 1.0:
         raise ConfigError(
-            f"syncnet_wt ({config.syncnet_wt}) + disc_wt ({disc}) must stay below 1 so the L1 loss keeps "
+            f"the sync-loss weight ({final}) + disc_wt ({disc}) must stay below 1 so the L1 loss keeps "
             "a positive weight; lower one of them"
         )
+
+
+def final_syncnet_wt(config: Wav2LipTrainConfig) -> float:
+    """The sync-loss weight once the validation sync loss is below the threshold: ``gan_syncnet_wt``
+    with the GAN (official 0.03), else ``syncnet_wt`` (official 0.01)."""
+    return config.gan_syncnet_wt if config.gan else config.syncnet_wt
+
+
+def global_batch(config: SyncNetTrainConfig | Wav2LipTrainConfig, world_size: int) -> tuple[int, int]:
+    """``(global batch, per-process batch)`` for ``world_size`` processes under ``batch_scope``.
+
+    With ``global`` the batch is split evenly over the processes (raises ConfigError when it does not
+    divide); with ``per_process`` every process takes ``batch_size`` samples.
+    """
+    if config.batch_scope == "per_process":
+        return config.batch_size * world_size, config.batch_size
+    if config.batch_size % world_size:
+        raise ConfigError(
+            f"batch_size {config.batch_size} (global) does not split over {world_size} processes; use a "
+            "multiple of the process count or batch_scope: per_process"
+        )
+    return config.batch_size, config.batch_size // world_size
 
 
 def config_to_plain(config: Any) -> dict[str, Any]:

@@ -29,9 +29,16 @@ def make_loader(
 
 
 def eval_loader(
-    dataset: Dataset, batch_size: int, eval_steps: int | None, ctx: DistContext, num_workers: int
+    dataset: Dataset,
+    batch_size: int,
+    eval_steps: int | None,
+    ctx: DistContext,
+    num_workers: int,
+    at_most_one_pass: bool = False,
 ) -> tuple[int, Iterator[Any]]:
     """``(number of batches, batch iterator)`` of one evaluation: ``eval_steps`` batches, or with None
-    enough for one pass over ``dataset`` across all processes. Every evaluation sees the same stream."""
-    n_batches = eval_steps or max(1, math.ceil(len(dataset) / (batch_size * ctx.world_size)))
+    enough for one pass over ``dataset`` across all processes; with ``at_most_one_pass`` the smaller of
+    the two (the GAN recipe). Every evaluation sees the same stream."""
+    one_pass = max(1, math.ceil(len(dataset) / (batch_size * ctx.world_size)))
+    n_batches = min(eval_steps, one_pass) if (eval_steps and at_most_one_pass) else (eval_steps or one_pass)
     return n_batches, make_loader(dataset, batch_size, 0, ctx, num_workers)

@@ -10,6 +10,7 @@ advances ``global_step`` / ``global_epoch``, records the step's losses (history;
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from wav2lip.training import cli_flags, distributed, loaders
-from wav2lip.training.config import SyncNetTrainConfig, Wav2LipTrainConfig, load_train_config
+from wav2lip.training.config import SyncNetTrainConfig, Wav2LipTrainConfig, global_batch, load_train_config
 from wav2lip.training.data import epoch_of, read_filelist
 from wav2lip.training.log import MetricLogger
 
@@ -124,8 +125,10 @@ def run_loop(
     The sample stream continues at the run's step (exact resume). Logs go to ``config.checkpoint_dir``
     on rank 0; the progress bar shows there unless ``config.quiet``.
     """
-    loader = loaders.make_loader(train_set, config.batch_size, run.global_step, ctx, config.data.num_workers)
+    per_process = global_batch(config, ctx.world_size)[1]
+    loader = loaders.make_loader(train_set, per_process, run.global_step, ctx, config.data.num_workers)
     logger = MetricLogger(config.checkpoint_dir, ctx.is_main, resume_step=run.global_step)
+    _log_setup(logger, run, config, ctx)
     result = TrainResult(run.global_step, run.global_epoch, [], [], [])
     session = Session(config, ctx, run, val_set, logger, result)
     bar = tqdm(
@@ -138,7 +141,7 @@ def run_loop(
         while steps_remaining(run.global_step, config.max_steps):
             values, outputs = hooks.step(session, next(loader))
             run.global_step += 1
-            run.global_epoch = epoch_of(run.global_step, config.batch_size, ctx.world_size, len(train_set))
+            run.global_epoch = epoch_of(run.global_step, per_process, ctx.world_size, len(train_set))
             _record(session, values)
             hooks.after_step(session, outputs)
             bar.update(1)
@@ -148,6 +151,19 @@ def run_loop(
         logger.close()
     result.global_step, result.global_epoch = run.global_step, run.global_epoch
     return result
+
+
+def _log_setup(logger: MetricLogger, run: Run, config: TrainConfig, ctx: distributed.DistContext) -> None:
+    """Log (and on rank 0 print) the effective global batch and learning rate this run trains with."""
+    total, per_process = global_batch(config, ctx.world_size)
+    lr = run.optimizer.param_groups[0]["lr"]
+    values = {"run/global_batch_size": total, "run/process_batch_size": per_process}
+    logger.scalars(values | {"run/world_size": ctx.world_size, "run/lr": lr}, run.global_step)
+    if ctx.is_main and not config.quiet:
+        print(
+            f"training with global batch {total} ({per_process} per process x {ctx.world_size}), lr {lr:g}",
+            file=sys.stderr,
+        )
 
 
 def _record(session: Session, values: Mapping[str, float]) -> None:

@@ -17,7 +17,7 @@ import torch
 from wav2lip.loading import SYNCNET
 from wav2lip.models import SyncNet
 from wav2lip.training import checkpoint_files, cli_flags, distributed, loaders, loop, objectives
-from wav2lip.training.config import SyncNetTrainConfig, config_to_plain
+from wav2lip.training.config import SyncNetTrainConfig, config_to_plain, global_batch
 from wav2lip.training.data import SyncNetDataset
 
 CHECKPOINT_WHAT = "lip-sync expert training checkpoint"
@@ -77,7 +77,7 @@ def evaluate(
     """Mean expert loss over ``eval_steps`` validation batches (None: one pass over the list), averaged
     over all processes. The validation stream is the same at every evaluation."""
     n_batches, loader = loaders.eval_loader(
-        dataset, config.batch_size, config.eval_steps, ctx, config.data.num_workers
+        dataset, global_batch(config, ctx.world_size)[1], config.eval_steps, ctx, config.data.num_workers
     )
     run.model.eval()
     losses = []

@@ -23,7 +23,7 @@ from wav2lip.face_input import postprocess_faces, syncnet_face_input
 from wav2lip.loading import DISCRIMINATOR, GENERATOR, load_syncnet
 from wav2lip.models import SyncNet, Wav2Lip, Wav2LipDiscQual
 from wav2lip.training import checkpoint_files, cli_flags, distributed, loaders, loop, objectives
-from wav2lip.training.config import Wav2LipTrainConfig, config_to_plain
+from wav2lip.training.config import Wav2LipTrainConfig, config_to_plain, final_syncnet_wt, global_batch
 from wav2lip.training.data import Wav2LipDataset
 
 DISC_PREFIX = "disc_"  # official name of the discriminator's checkpoints: disc_checkpoint_step*.pth
@@ -178,8 +178,10 @@ def _disc_step(run: Wav2LipRun, generated, gt, config, device) -> dict[str, floa
 @torch.no_grad()
 def evaluate(run: Wav2LipRun, dataset: Wav2LipDataset, config: Wav2LipTrainConfig, ctx) -> dict[str, float]:
     """Mean L1 and sync loss (and GAN losses) over ``eval_steps`` validation batches, all ranks."""
+    eval_steps = config.gan_eval_steps if config.gan else config.eval_steps
+    per_process = global_batch(config, ctx.world_size)[1]
     n_batches, loader = loaders.eval_loader(
-        dataset, config.batch_size, config.eval_steps, ctx, config.data.num_workers
+        dataset, per_process, eval_steps, ctx, config.data.num_workers, at_most_one_pass=config.gan
     )
     run.model.eval()
     if run.disc is not None:
@@ -228,7 +230,7 @@ def _evaluate_and_save(session: loop.Session, outputs: tuple) -> None:
     if (step == 1 and not config.gan) or step % config.eval_interval == 0:
         scores = evaluate(run, session.val_set, config, ctx)
         if scores["sync"] < config.sync_loss_threshold:
-            run.syncnet_wt = config.syncnet_wt
+            run.syncnet_wt = final_syncnet_wt(config)
         session.result.evaluations.append({"step": step, **scores})
         session.logger.scalars({f"val/{k}": v for k, v in scores.items()}, step)
     if ctx.is_main and loop.should_checkpoint(step, config.checkpoint_interval, config.max_steps):
