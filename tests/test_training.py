@@ -320,6 +320,25 @@ def test_syncnet_loss_falls_on_a_tiny_set(tmp_path):
     assert last < first - 0.15 and last < np.log(2) - 0.1, np.round(losses, 3)
 
 
+def test_expert_stuck_at_chance_warns_once_with_the_causes():
+    watch = train_syncnet.StuckLossWatch(3)
+    assert not watch.update(0.70, 1) and not watch.update(0.68, 2)
+    assert not watch.update(0.60, 3)  # a clear step resets the count
+    assert not watch.update(0.71, 4) and not watch.update(0.675, 5)
+    with pytest.warns(
+        UserWarning, match=r"ln 2 \(0\.693\) for 3 steps.*out of sync.*face crops.*learning rate"
+    ):
+        assert watch.update(0.6935, 6)
+    assert not watch.update(0.69, 7)  # only once
+
+
+def test_batch_accuracy_counts_similarities_on_the_right_side_of_one_half():
+    audio = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    face = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 3.0]])  # cos 1, 0, 0.707, 0.316
+    label = torch.tensor([[1.0], [1.0], [0.0], [0.0]])  # right, wrong, wrong, right
+    assert train_syncnet.batch_accuracy(audio, face, label) == 0.5
+
+
 # --- the generator -----------------------------------------------------------------------------------
 
 

@@ -9,8 +9,10 @@ Adam at 1e-4, batch 64, checkpoint and evaluation every 10000 steps (the officia
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,6 +23,31 @@ from wav2lip.training.config import SyncNetTrainConfig, config_to_plain, global_
 from wav2lip.training.data import SyncNetDataset
 
 CHECKPOINT_WHAT = "lip-sync expert training checkpoint"
+CHANCE_LOSS = math.log(2.0)  # BCE when every similarity is 0.5: the expert has learnt nothing
+STUCK_TOLERANCE = 0.02  # a train loss within this of ln 2 counts as "stuck at chance"
+
+
+class StuckLossWatch:
+    """Counts consecutive steps whose train loss is within ``STUCK_TOLERANCE`` of ln 2 and warns once
+    when the count reaches ``steps`` (the expert "stuck at 0.69", Rudrabha/Wav2Lip #240, #258, #296)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.count, self.warned = steps, 0, False
+
+    def update(self, loss: float, step: int) -> bool:
+        """Record one step's loss; True (and a UserWarning) the first time the run counts as stuck."""
+        self.count = self.count + 1 if abs(loss - CHANCE_LOSS) < STUCK_TOLERANCE else 0
+        if self.warned or self.count < self.steps:
+            return False
+        self.warned = True
+        warnings.warn(
+            f"SyncNet train loss has stayed within {STUCK_TOLERANCE} of ln 2 ({CHANCE_LOSS:.3f}) for "
+            f"{self.count} steps (step {step}): the expert is not learning. Usual causes: audio and video "
+            "out of sync in the data (an offset; check a few clips with python -m wav2lip.evaluate), bad "
+            "face crops (look at the preprocessed <n>.jpg frames), or the learning rate (try lowering lr)",
+            stacklevel=2,
+        )
+        return True
 
 
 @dataclass
@@ -32,6 +59,7 @@ class SyncNetRun:
     scaler: torch.amp.GradScaler
     global_step: int = 0
     global_epoch: int = 0
+    stuck: StuckLossWatch = field(default_factory=lambda: StuckLossWatch(2000))
 
 
 def build_run(config: SyncNetTrainConfig, ctx: distributed.DistContext) -> SyncNetRun:
@@ -39,6 +67,7 @@ def build_run(config: SyncNetTrainConfig, ctx: distributed.DistContext) -> SyncN
     model = SyncNet().to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas))
     run = SyncNetRun(model, optimizer, objectives.make_scaler(ctx.device, config.amp))
+    run.stuck = StuckLossWatch(config.stuck_loss_steps)
     start = checkpoint_files.start_point(
         config.checkpoint_dir, config.checkpoint, config.resume, config.weights_only_init
     )
@@ -56,8 +85,15 @@ def _restore_progress(run: SyncNetRun, raw: dict, path, ctx: distributed.DistCon
     run.global_step, run.global_epoch = checkpoint_files.restore_counters(raw)
 
 
-def train_step(run: SyncNetRun, batch, device: torch.device, amp: bool) -> float:
-    """One optimisation step on ``(faces (B, 15, 48, 96), mel (B, 1, 80, 16), label (B, 1))``; the loss."""
+def batch_accuracy(audio_emb: torch.Tensor, face_emb: torch.Tensor, label: torch.Tensor) -> float:
+    """Fraction of the batch the expert gets right: cosine similarity above 0.5 iff the label is 1."""
+    sim = torch.nn.functional.cosine_similarity(audio_emb.float(), face_emb.float())
+    return ((sim > 0.5) == (label.view(-1) > 0.5)).float().mean().item()
+
+
+def train_step(run: SyncNetRun, batch, device: torch.device, amp: bool) -> tuple[float, float]:
+    """One optimisation step on ``(faces (B, 15, 48, 96), mel (B, 1, 80, 16), label (B, 1))``;
+    ``(loss, batch accuracy)``."""
     faces, mel, label = (t.to(device, non_blocking=True) for t in batch)
     run.model.train()
     run.optimizer.zero_grad(set_to_none=True)
@@ -67,7 +103,7 @@ def train_step(run: SyncNetRun, batch, device: torch.device, amp: bool) -> float
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    return loss.item()
+    return loss.item(), batch_accuracy(audio_emb.detach(), face_emb.detach(), label)
 
 
 @torch.no_grad()
@@ -96,7 +132,10 @@ def train(config: SyncNetTrainConfig, ctx: distributed.DistContext | None = None
 
 
 def _step(session: loop.Session, batch) -> tuple[dict[str, float], None]:
-    return {"loss": train_step(session.run, batch, session.ctx.device, session.config.amp)}, None
+    loss, accuracy = train_step(session.run, batch, session.ctx.device, session.config.amp)
+    if session.ctx.is_main:
+        session.run.stuck.update(loss, session.run.global_step + 1)
+    return {"loss": loss, "accuracy": accuracy}, None
 
 
 def _evaluate_and_save(session: loop.Session, _outputs) -> None:
@@ -115,7 +154,7 @@ def _evaluate_and_save(session: loop.Session, _outputs) -> None:
         session.result.checkpoints.append(path)
 
 
-HOOKS = loop.LoopHooks("SyncNet", _step, _evaluate_and_save, postfix=("loss",))
+HOOKS = loop.LoopHooks("SyncNet", _step, _evaluate_and_save, postfix=("loss", "accuracy"))
 
 
 def build_parser() -> argparse.ArgumentParser:
