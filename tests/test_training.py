@@ -18,13 +18,16 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 
 from pipeline.core.config_io import REPO_ROOT
 from pipeline.core.errors import ConfigError, DeviceUnavailableError, InputError
 from tests.lrs2_fixtures import make_preprocessed_set
 from wav2lip import load_discriminator, load_generator, load_syncnet
 from wav2lip.audio import load_wav, mel_window, melspectrogram
+from wav2lip.face_input import faces_to_unit, syncnet_face_input
 from wav2lip.models import Wav2Lip
+from wav2lip.models.syncnet import SYNCNET_T
 from wav2lip.training import distributed, loaders, objectives, train_syncnet
 from wav2lip.training import train_wav2lip as train
 from wav2lip.training.config import (
@@ -306,18 +309,43 @@ LOSS_FALL_LR = 3e-4  # 3x the official rate, for this short run only
 LOSS_FALL_BATCH = 8  # the smallest batch whose BatchNorm statistics let the expert learn in 30 steps
 
 
-def test_syncnet_loss_falls_on_a_tiny_set(tmp_path):
-    """30 expert steps on one 16-frame utterance: the loss falls from its starting level (~0.75) to
-    clearly below chance (ln 2: sim 0.5 for every pair), i.e. the expert tells in-sync windows apart."""
+def _expert_similarities(expert, folder: Path, shift: int) -> torch.Tensor:
+    """Cosine similarity of every 5-frame window of ``folder`` starting at frame s with the sync mel
+    window of frame ``s + shift`` (0: in sync; +-1: audio one frame late / early)."""
+    mel_t = melspectrogram(load_wav(folder / "audio.wav")).T
+    n_frames = len(list(folder.glob("*.jpg")))
+    faces = torch.from_numpy(faces_to_unit(_faces(folder, range(n_frames)))).permute(1, 0, 2, 3)
+    windows, mels = [], []
+    for start in range(max(0, -shift), n_frames - SYNCNET_T + 1):
+        mel = crop_mel(mel_t, sync_mel_start(start + shift, 25))
+        if mel is not None:
+            windows.append(syncnet_face_input(faces[:, start : start + SYNCNET_T].unsqueeze(0))[0])
+            mels.append(torch.from_numpy(mel).unsqueeze(0))
+    with torch.no_grad():  # batch statistics, as the expert runs while it judges the generator
+        audio_emb, face_emb = expert.train()(torch.stack(mels), torch.stack(windows))
+    return nn.functional.cosine_similarity(audio_emb, face_emb)
+
+
+def test_syncnet_loss_falls_on_a_tiny_set_and_the_expert_rejects_one_frame_shifts(tmp_path):
+    """30 expert steps on one 16-frame utterance: the loss falls from its starting level (~0.8) to
+    below chance (ln 2: sim 0.5 for every pair), the batch accuracy is logged, and the expert scores
+    the true alignment clearly above the audio shifted by one frame either way (a constant offset in
+    the sync window would move the peak off 0)."""
     make_preprocessed_set(tmp_path / "data", n_train=1, n_val=1, n_frames=16)
     config = sync_config(
         tmp_path / "data", tmp_path / "ck", max_steps=LOSS_FALL_STEPS, lr=LOSS_FALL_LR,
         batch_size=LOSS_FALL_BATCH, checkpoint_interval=LOSS_FALL_STEPS,
     )  # fmt: skip
-    losses = np.array([h["loss"] for h in train_syncnet.train(config).history])
-    first, last = losses[:5].mean(), losses[-5:].mean()
+    result = train_syncnet.train(config)
+    losses = np.array([h["loss"] for h in result.history])
+    first, last = losses[:5].mean(), losses[-10:].mean()
     assert len(losses) == LOSS_FALL_STEPS
     assert last < first - 0.15 and last < np.log(2) - 0.1, np.round(losses, 3)
+    assert all(0.0 <= h["accuracy"] <= 1.0 for h in result.history)
+    expert = load_syncnet(result.checkpoints[-1], "cpu")
+    folder = read_filelist(tmp_path / "data" / "train.txt", tmp_path / "data")[0]
+    true, late, early = (_expert_similarities(expert, folder, s).mean().item() for s in (0, 1, -1))
+    assert true > max(late, early) + 0.15, (true, late, early)
 
 
 def test_expert_stuck_at_chance_warns_once_with_the_causes():

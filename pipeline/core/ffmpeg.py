@@ -221,27 +221,32 @@ class MediaInfo:
     has_audio: bool
     duration_s: float | None
     is_image: bool
+    audio_sample_rate_hz: int | None = None  # of the first audio stream, when ffmpeg names it
 
 
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"Stream #\d+:\d+.*?: (Video|Audio): (.*)")
+_SAMPLE_RATE = re.compile(r"(\d+) Hz")
 
 
 def parse_probe(path: Path, stderr: str) -> MediaInfo:
     """Interpret the banner ``ffmpeg -i`` prints about ``path`` (pure; attached cover art is no video)."""
     video = audio = False
+    rate = None
     for kind, rest in _STREAM.findall(stderr):
         if kind == "Video" and "attached pic" not in rest:
             video = True
-        elif kind == "Audio":
+        elif kind == "Audio" and not audio:
             audio = True
+            found = _SAMPLE_RATE.search(rest)
+            rate = int(found.group(1)) if found else None
     match = _DURATION.search(stderr)
     duration = None
     if match:
         h, m, s = match.groups()
         duration = int(h) * 3600 + int(m) * 60 + float(s)
     is_image = video and (path.suffix.lower() in IMAGE_SUFFIXES or _image_demuxer(stderr))
-    return MediaInfo(path, video, audio, duration, is_image)
+    return MediaInfo(path, video, audio, duration, is_image, rate)
 
 
 _INPUT_LINE = re.compile(r"^Input #0, (.+?), from ", re.MULTILINE)
