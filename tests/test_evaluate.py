@@ -15,7 +15,14 @@ from pipeline.core.errors import WeightsError, WrongModelError
 from tests.conftest import seeded_state_dict
 from tests.lrs2_fixtures import FACE_BOX, make_clip
 from wav2lip.eval import evaluate
-from wav2lip.eval.lse_syncnet import SyncNetV2, embed, load_syncnet_v2, mfcc_features, to_int16_scale
+from wav2lip.eval.lse_syncnet import (
+    SyncNetV2,
+    embed,
+    load_syncnet_v2,
+    mfcc_features,
+    to_int16_scale,
+    usable_frames,
+)
 from wav2lip.models import SyncNet
 
 # syncnet_python SyncNetModel.py, written out: (sequential index, weight shape) of each conv / linear,
@@ -136,6 +143,22 @@ def test_audio_features_and_windows():
     model = SyncNetV2().eval()
     lip, aud = embed(model, torch.rand(3, 9, 224, 224) * 255, mfcc[:, :40], batch_size=2)
     assert lip.shape == aud.shape == (4, 1024)  # min(9 frames, 40 // 4) - 5 windows
+
+
+def test_window_count_is_syncnet_pythons_floor_of_samples_over_640():
+    """12 frames of video, exactly 8 * 640 samples of audio: syncnet_python takes min(12, 8) - 5 = 3
+    windows; the MFCC count (1 + ceil((5120 - 400) / 160) = 31, // 4 = 7) would give one fewer."""
+    samples = (0.3 * np.sin(2 * np.pi * 300 * np.arange(8 * 640) / 16000)).astype(np.float32)
+    mfcc = mfcc_features(to_int16_scale(samples))
+    assert mfcc.shape[1] == 31
+    model = SyncNetV2().eval()
+    lip, aud = embed(model, torch.rand(3, 12, 224, 224) * 255, mfcc, batch_size=2, n_samples=len(samples))
+    assert lip.shape == aud.shape == (3, 1024)
+    assert (
+        usable_frames(12, 8 * 640) == 8
+        and usable_frames(12, 8 * 640 - 1) == 7
+        and usable_frames(5, 10**6) == 5
+    )
 
 
 # --- the metric --------------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def syncnet_v2_scores(
 ) -> SyncScores:
     """LSE-D / LSE-C of frames ``big (N, 224, 224, 3)`` against float ``samples`` at 16 kHz."""
     mfcc = mfcc_features(to_int16_scale(samples), SAMPLE_RATE_HZ)
-    lip_feat, aud_feat = embed(model, lip_frames(big), mfcc, config.batch_size)
+    lip_feat, aud_feat = embed(model, lip_frames(big), mfcc, config.batch_size, n_samples=len(samples))
     return scores_from_dists(calc_pdist(lip_feat, aud_feat, config.vshift), config.vshift)
 
 

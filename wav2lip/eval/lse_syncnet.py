@@ -28,6 +28,7 @@ LIP_SIZE = 224  # pixels: frames are resized to 224x224 (Wav2Lip's calc_scores s
 LIP_FRAMES = 5  # video frames per lip embedding (0.2 s at 25 fps)
 MFCC_PER_FRAME = 4  # MFCC steps (100 per second) per video frame (25 per second)
 MFCC_WINDOW = LIP_FRAMES * MFCC_PER_FRAME  # 20 MFCC steps per audio embedding
+SAMPLES_PER_FRAME = 640  # 16 kHz samples per 25 fps video frame (syncnet_python: len(audio) / 640)
 N_MFCC = 13  # cepstral coefficients (python_speech_features default)
 SAMPLE_RATE_HZ = 16000
 WHAT = "SyncNet v2 (syncnet_v2.model)"
@@ -143,17 +144,32 @@ def to_int16_scale(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def usable_frames(n_frames: int, n_samples: int) -> int:
+    """syncnet_python's ``min_length = min(len(images), floor(len(audio) / 640))``: video frames
+    with audio behind them (16 kHz samples)."""
+    return min(int(n_frames), int(n_samples) // SAMPLES_PER_FRAME)
+
+
 @torch.no_grad()
 def embed(
-    model: SyncNetV2, frames: torch.Tensor, mfcc: torch.Tensor, batch_size: int = 20
+    model: SyncNetV2,
+    frames: torch.Tensor,
+    mfcc: torch.Tensor,
+    batch_size: int = 20,
+    n_samples: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lip and audio embeddings of every 5-frame window, as ``SyncNetInstance.evaluate``.
 
-    ``frames (3, N, 224, 224)``, ``mfcc (13, T)``. Windows start at frames ``0 .. L-6`` where
-    ``L = min(N, T // 4)`` (the official ``lastframe = min_length - 5``). Returns two ``(L-5, 1024)``
-    float32 CPU tensors. Raises ValueError when the clip is shorter than 6 frames.
+    ``frames (3, N, 224, 224)``, ``mfcc (13, T)`` of ``n_samples`` 16 kHz samples. Windows start at
+    frames ``0 .. L-6`` where ``L = min(N, floor(n_samples / 640))`` (the official ``lastframe =
+    min_length - 5``; without ``n_samples``, ``T // 4``, one fewer when the audio is an exact multiple
+    of 640). Returns two ``(L-5, 1024)`` float32 CPU tensors. Raises ValueError when the clip is
+    shorter than 6 frames.
     """
-    length = min(frames.shape[1], mfcc.shape[1] // MFCC_PER_FRAME)
+    if n_samples is None:
+        length = min(frames.shape[1], mfcc.shape[1] // MFCC_PER_FRAME)
+    else:
+        length = usable_frames(frames.shape[1], n_samples)
     last = length - LIP_FRAMES
     if last < 1:
         raise ValueError(
