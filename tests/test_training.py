@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -28,7 +29,7 @@ from wav2lip.audio import load_wav, mel_window, melspectrogram
 from wav2lip.face_input import faces_to_unit, syncnet_face_input
 from wav2lip.models import Wav2Lip
 from wav2lip.models.syncnet import SYNCNET_T
-from wav2lip.training import distributed, loaders, objectives, train_syncnet
+from wav2lip.training import distributed, loaders, loop, objectives, train_syncnet
 from wav2lip.training import train_wav2lip as train
 from wav2lip.training.config import (
     DataConfig,
@@ -47,6 +48,7 @@ from wav2lip.training.data import (
     read_filelist,
     sync_mel_start,
 )
+from wav2lip.training.log import MetricLogger
 
 TINY = {"batch_size": 2, "device": "cpu", "amp": False, "quiet": True, "checkpoint_interval": 1000}
 
@@ -391,6 +393,58 @@ def test_generator_step_loads_in_inference_and_resumes(syncnet_run, data_root, t
     for index, state in saved["optimizer"]["state"].items():
         for name, value in state.items():
             assert torch.equal(restored["state"][index][name], value), (index, name)
+
+
+@pytest.mark.parametrize("gan", [False, True])
+def test_generator_loss_is_the_official_weighted_sum(syncnet_run, data_root, tmp_path, gan):
+    """The total loss recomputed by hand: L1 = mean |generated - target| (an L2 loss would fail), the
+    expert's sync loss = mean -log cos(audio, face) for in-sync labels, and with the GAN
+    (1 - 0.03 - 0.07) * L1 + 0.03 * sync + 0.07 * perceptual; without it 0.99 * L1 + 0.01 * sync."""
+    config = gen_config(data_root, tmp_path, syncnet_run[1].checkpoints[-1], gan=gan)
+    run = train.build_run(config, distributed.init_distributed("cpu"))
+    run.syncnet_wt = final_syncnet_wt(config)
+    folders = read_filelist(data_root / "train.txt", data_root)
+    batch = next(
+        iter(torch.utils.data.DataLoader(Wav2LipDataset(folders, config.data, seed=3), batch_size=2))
+    )
+    torch.manual_seed(0)
+    generated, total, values = train.generator_losses(run, batch, config, torch.device("cpu"), training=True)
+    x, _, mel, gt = batch
+    l1 = (generated.detach() - gt).abs().mean().item()
+    with torch.no_grad():
+        audio_emb, face_emb = run.expert(mel, syncnet_face_input(generated.detach()))
+        sync = (
+            (-torch.log(nn.functional.cosine_similarity(audio_emb, face_emb).clamp(1e-12, 1.0))).mean().item()
+        )
+    assert values["l1"] == pytest.approx(l1, rel=1e-5) and values["sync"] == pytest.approx(sync, rel=1e-4)
+    if gan:
+        percep = values["perceptual"]  # the discriminator's "real" loss on the generated faces
+        assert percep > 0
+        expected = 0.9 * l1 + 0.03 * sync + 0.07 * percep
+    else:
+        assert "perceptual" not in values
+        expected = 0.99 * l1 + 0.01 * sync
+    assert total.item() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("gan", "val_sync", "weight"), [(False, 0.74, 0.01), (True, 0.74, 0.03), (False, 0.76, 0.0)]
+)
+def test_sync_weight_switches_on_below_the_threshold(monkeypatch, tmp_path, gan, val_sync, weight):
+    """The trainer's after-step hook with a stubbed evaluation: a validation sync loss below 0.75
+    switches the weight from 0 to the official 0.01 (without the GAN) or 0.03 (with it), which the
+    next step uses (its loss is the weighted sum above)."""
+    monkeypatch.setattr(train, "evaluate", lambda run, dataset, config, ctx: {"l1": 0.1, "sync": val_sync})
+    config = load_train_config(Wav2LipTrainConfig, None, {"gan": gan, "eval_interval": 5} | TINY)
+    run = SimpleNamespace(global_step=5, syncnet_wt=0.0)
+    ctx = distributed.DistContext(1, 2, 1, torch.device("cpu"))  # not rank 0: no checkpoint written
+    result = loop.TrainResult(5, 0, [], [], [])
+    session = loop.Session(config, ctx, run, None, MetricLogger(tmp_path, enabled=False), result)
+    train.HOOKS.after_step(session, None)
+    assert run.syncnet_wt == weight and result.evaluations == [{"step": 5, "l1": 0.1, "sync": val_sync}]
+    run.global_step = 6  # no evaluation at step 6: the weight stays
+    train.HOOKS.after_step(session, None)
+    assert run.syncnet_wt == weight and len(result.evaluations) == 1
 
 
 def _assert_tensorboard_log(log_dir: Path, step: dict, scores: dict) -> None:
