@@ -7,8 +7,10 @@ import json
 import time
 
 import cv2
+import pytest
 import torch
 
+from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.types import FaceBox
 from pipeline.faces.config import DetectConfig
 from pipeline.faces.detector import build_retinaface
@@ -16,6 +18,7 @@ from tests.conftest import seeded_state_dict
 from tests.lrs2_fixtures import FACE_BOX, make_clip, make_raw_lrs2
 from wav2lip.audio import load_wav
 from wav2lip.training import preprocess
+from wav2lip.training.data import crop_method
 
 
 def test_preprocess_writes_the_layout_and_skips_finished_work(tmp_path):
@@ -66,6 +69,36 @@ def test_utterance_with_faceless_frames_is_reported_and_left_out(tmp_path):
     assert report["failed"] == [{"utterance": "vidC/00001", "reason": results[0].reason}]
     lists = preprocess.split_filelists([r.name for r in results if r.ok], 0.5)
     assert lists == {"train": ["vidC/00002"], "val": []}
+
+
+def test_official_crops_skip_only_faceless_frames_unpadded_and_are_recorded(tmp_path):
+    clip = make_clip(tmp_path / "main" / "vidC" / "00001.mp4", 20, seed=3, blank_frames=(7, 8))
+    out = tmp_path / "pre" / "vidC" / "00001"
+    detect = DetectConfig()  # ours: smoothing and the 10-px bottom pad, which official crops drop
+    result = preprocess.process_utterance(clip, out, _BrightnessDetector(), detect, crops="official")
+    assert result.ok and result.frames == 18
+    assert sorted(int(p.stem) for p in out.glob("*.jpg")) == [i for i in range(20) if i not in (7, 8)]
+    top, bottom, left, right = FACE_BOX
+    assert cv2.imread(str(out / "0.jpg")).shape == (bottom - top, right - left, 3)  # no padding
+    assert json.loads((out / "done.json").read_text())["crops"] == "official"
+    tracked = tmp_path / "pre2" / "vidC" / "00002"
+    good = make_clip(tmp_path / "main" / "vidC" / "00002.mp4", 20, seed=4)
+    assert preprocess.process_utterance(good, tracked, _BrightnessDetector(), detect).ok
+    assert cv2.imread(str(tracked / "0.jpg")).shape == (bottom - top + 10, right - left, 3)
+    with pytest.raises(InputError, match="mix face crops"):
+        crop_method([out, tracked])
+    assert crop_method([out]) == "official"
+
+
+def test_one_output_folder_holds_one_crop_method(tmp_path):
+    preprocess.record_crop_method(tmp_path, "tracked")
+    preprocess.record_crop_method(tmp_path, "tracked")
+    with pytest.raises(ConfigError, match="holds 'tracked' crops"):
+        preprocess.record_crop_method(tmp_path, "official")
+    options = preprocess.options_from_args(
+        preprocess.build_parser().parse_args(["--data-root", "x", "--out", "y", "--official-crops"])
+    )
+    assert options.crops == "official"
 
 
 def test_preprocess_runs_the_retinaface_detector(tmp_path):

@@ -75,6 +75,27 @@ def read_filelist(path: str | Path, data_root: str | Path) -> list[Path]:
     return present
 
 
+def crop_method(folders: list[Path]) -> str | None:
+    """The one crop method (``"crops"`` of each folder's ``done.json``, see the preprocessing) of
+    ``folders``; None when none records one. Raises InputError when they mix methods, since official
+    and tracked crops frame the face differently."""
+    import json
+
+    methods: dict[str, Path] = {}
+    for folder in folders:
+        done = folder / "done.json"
+        if done.is_file():
+            method = json.loads(done.read_text(encoding="utf-8")).get("crops", "tracked")
+            methods.setdefault(method, folder)
+    if len(methods) > 1:
+        examples = ", ".join(f"{m!r} ({f})" for m, f in sorted(methods.items()))
+        raise InputError(
+            f"the file lists mix face crops made by different methods: {examples}; preprocess all "
+            "utterances one way (with or without --official-crops) into one folder"
+        )
+    return next(iter(methods), None)
+
+
 # --- pure window rules ---------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from wav2lip.training import cli_flags, distributed, loaders
 from wav2lip.training.config import SyncNetTrainConfig, Wav2LipTrainConfig, global_batch, load_train_config
-from wav2lip.training.data import epoch_of, read_filelist
+from wav2lip.training.data import crop_method, epoch_of, read_filelist
 from wav2lip.training.log import MetricLogger
 
 TrainConfig = SyncNetTrainConfig | Wav2LipTrainConfig
@@ -90,8 +90,10 @@ def make_datasets(dataset_cls: type[Dataset], config: TrainConfig) -> tuple[Data
     """``(train, validation)`` data sets of the utterances in the two file lists (seeds ``seed``,
     ``seed + 1``)."""
     data = config.data
-    train_set = dataset_cls(read_filelist(data.filelist("train"), data.data_root), data, config.seed)
+    train_utterances = read_filelist(data.filelist("train"), data.data_root)
     val_utterances = read_filelist(data.filelist("val"), data.data_root)
+    crop_method(train_utterances + val_utterances)  # raises when the lists mix crop methods
+    train_set = dataset_cls(train_utterances, data, config.seed)
     return train_set, dataset_cls(val_utterances, data, config.seed + VAL_SEED_OFFSET)
 
 

@@ -7,11 +7,18 @@ padding; or a fixed ``--box``) and ``audio.wav`` (mono 16 kHz PCM). Work is para
 resumable: ``done.json`` is written last in each finished folder, and finished folders are skipped.
 An utterance with a frame without a face gets ``failed.json`` instead, is listed in
 ``preprocess_report.json`` and is left out of the file lists (it would give broken 5-frame windows).
+
+``--official-crops`` cuts as the official ``preprocess.py`` does (with RetinaFace, not its S3FD): every
+frame detected on its own, no smoothing, no padding, and a frame without a face is only left out (its
+``<n>.jpg`` is missing; windows across the gap are never drawn). Which method made the crops is
+recorded in every ``done.json`` (``"crops"``) and in ``<out>/crops.json``; one output folder holds one
+method, and training refuses file lists that mix them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import random
@@ -44,6 +51,8 @@ REPORT_FILE = "preprocess_report.json"
 JPEG_QUALITY = 95  # OpenCV's default JPEG quality, stated explicitly
 DECODE_BATCH = 32  # frames per decoded batch
 SPLITS = ("train", "val", "test")
+CROPS_FILE = "crops.json"  # {"crops": method} of the whole output folder
+CROP_METHODS = ("tracked", "official")  # ours (smoothing, padding, whole utterance or none) | official
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,26 @@ class PreprocessOptions:
     workers: int = 1
     retry_failed: bool = False
     quiet: bool = False
+    crops: str = "tracked"  # one of CROP_METHODS
+
+
+def official_detect(detect: DetectConfig) -> DetectConfig:
+    """``detect`` as the official preprocessing detects: frame by frame, no smoothing, no padding."""
+    return dataclasses.replace(detect, nosmooth=True, smooth_window=1, pads=(0, 0, 0, 0))
+
+
+def record_crop_method(out_root: Path, method: str) -> None:
+    """Write ``<out_root>/crops.json``; ConfigError when the folder already holds the other method."""
+    path = Path(out_root) / CROPS_FILE
+    if path.is_file():
+        earlier = json.loads(path.read_text(encoding="utf-8")).get("crops")
+        if earlier != method:
+            raise ConfigError(
+                f"{out_root} holds {earlier!r} crops; {method!r} crops must go to another --out folder"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"crops": method}), encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -85,12 +114,14 @@ def utterance_name(video: Path) -> str:
     return f"{video.parent.name}/{video.stem}"
 
 
-def crop_faces(frames: np.ndarray, track: FaceTrack, start: int) -> list[np.ndarray]:
-    """The face crop of each of ``frames (n, H, W, 3)``, frames ``start .. start+n-1`` of ``track``."""
+def crop_faces(frames: np.ndarray, track: FaceTrack, start: int) -> list[tuple[int, np.ndarray]]:
+    """``(frame index, face crop)`` of each of ``frames (n, H, W, 3)`` (frames ``start .. start+n-1``
+    of ``track``) that has a face."""
     crops = []
     for offset, frame in enumerate(frames):
         box = track.faces[start + offset]
-        crops.append(frame[box.top : box.bottom, box.left : box.right])
+        if box is not None:
+            crops.append((start + offset, frame[box.top : box.bottom, box.left : box.right]))
     return crops
 
 
@@ -103,16 +134,21 @@ def extract_audio_args(video: Path, wav: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def process_utterance(video: Path, out_dir: Path, detector, detect: DetectConfig) -> UtteranceResult:
-    """Write the crops, ``audio.wav`` and finally ``done.json`` (or ``failed.json``) for one video."""
+def process_utterance(
+    video: Path, out_dir: Path, detector, detect: DetectConfig, crops: str = "tracked"
+) -> UtteranceResult:
+    """Write the crops, ``audio.wav`` and finally ``done.json`` (or ``failed.json``) for one video.
+    ``crops="official"``: ``detect`` is used frame by frame unsmoothed and unpadded, faceless frames
+    are left out; ``"tracked"``: a frame without a face fails the utterance."""
     name = utterance_name(video)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FAILED_MARKER).unlink(missing_ok=True)
     try:
         first = read_first_frame(video, VIDEO_FPS)
         size = FrameSize(first.shape[1], first.shape[0])
-        track = _track(video, size, detector, detect)
-        if track.frames_without_face:
+        official = crops == "official"
+        track = _track(video, size, detector, official_detect(detect) if official else detect)
+        if track.frames_without_face and not official:
             missing = [i for i, f in enumerate(track.faces) if f is None]
             raise NoFaceError(
                 f"{len(missing)} of {len(track.faces)} frames have no face (first: frame {missing[0]})"
@@ -121,7 +157,8 @@ def process_utterance(video: Path, out_dir: Path, detector, detect: DetectConfig
         _extract_audio(video, out_dir / "audio.wav")
     except LipSyncError as exc:
         return _fail(out_dir, name, str(exc))
-    (out_dir / DONE_MARKER).write_text(json.dumps({"frames": count, "source": str(video)}), encoding="utf-8")
+    done = {"frames": count, "source": str(video), "crops": crops}
+    (out_dir / DONE_MARKER).write_text(json.dumps(done), encoding="utf-8")
     return UtteranceResult(name, True, count)
 
 
@@ -134,15 +171,16 @@ def _track(video: Path, size: FrameSize, detector, detect: DetectConfig) -> Face
 def _write_crops(video: Path, size: FrameSize, track: FaceTrack, out_dir: Path) -> int:
     for stale in out_dir.glob("*.jpg"):
         stale.unlink()
-    index = 0
+    index = written = 0
     with VideoReader(video, size, VIDEO_FPS, DECODE_BATCH) as reader:
         for frames in reader:
-            for crop in crop_faces(frames, track, index):
-                cv2.imwrite(str(out_dir / f"{index}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                index += 1
+            for n, crop in crop_faces(frames, track, index):
+                cv2.imwrite(str(out_dir / f"{n}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                written += 1
+            index += len(frames)
     if index != len(track.faces):
         raise InputError(f"{video} decoded to {index} frames the second time, {len(track.faces)} the first")
-    return index
+    return written
 
 
 def _extract_audio(video: Path, wav: Path) -> None:
@@ -176,6 +214,9 @@ def preprocess(options: PreprocessOptions) -> list[UtteranceResult]:
     videos = find_videos(options.data_root)
     if options.detect.box is None and not options.detector_checkpoint:
         raise ConfigError("give --detector-checkpoint (RetinaFace weights) or a fixed --box")
+    if options.crops not in CROP_METHODS:
+        raise ConfigError(f"crops must be one of {', '.join(CROP_METHODS)}, got {options.crops!r}")
+    record_crop_method(options.out_root, options.crops)
     results, todo = [], []
     for video in videos:
         earlier = previous_result(video, _out_dir(options, video), options.retry_failed)
@@ -204,7 +245,7 @@ def _run_all(videos: list[Path], options: PreprocessOptions) -> Iterable[Utteran
     if options.workers <= 1:
         detector = _load_detector(options, 0)
         for video in videos:
-            yield process_utterance(video, _out_dir(options, video), detector, options.detect)
+            yield process_utterance(video, _out_dir(options, video), detector, options.detect, options.crops)
         return
     counter = mp.get_context("spawn").Value("i", 0)
     with ProcessPoolExecutor(
@@ -239,7 +280,8 @@ def _init_worker(options: PreprocessOptions, counter) -> None:
 
 
 def _worker_task(video: Path, out_dir: Path) -> UtteranceResult:
-    return process_utterance(video, out_dir, _WORKER["detector"], _WORKER["options"].detect)
+    options = _WORKER["options"]
+    return process_utterance(video, out_dir, _WORKER["detector"], options.detect, options.crops)
 
 
 def write_report(out_root: Path, results: list[UtteranceResult]) -> Path:
@@ -322,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write a new random train/val split, e.g. 0.95 (own footage)")  # fmt: skip
     parser.add_argument("--filelists-from", metavar="DIR",
                         help="folder of LRS2's train/val/test.txt (default: --data-root/..)")  # fmt: skip
+    parser.add_argument("--official-crops", action="store_true",
+                        help="crop as the official preprocess.py: per frame, no smoothing or padding, "
+                        "faceless frames left out (RetinaFace, not S3FD)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -339,6 +384,7 @@ def options_from_args(args: argparse.Namespace) -> PreprocessOptions:
     return PreprocessOptions(
         Path(args.data_root), Path(args.out), DetectConfig(**changes), args.detector_checkpoint,
         args.device, args.workers, args.retry_failed, args.quiet,
+        "official" if args.official_crops else "tracked",
     )  # fmt: skip
 
 
