@@ -21,11 +21,11 @@ import numpy as np
 from torch import nn
 
 from pipeline.core.errors import InputError, NoFaceError
-from pipeline.core.media import FrameSize, VideoReader, VideoWriter, decode_audio, read_first_frame
+from pipeline.core.media import FrameSize, VideoReader, VideoWriter, read_first_frame
 from pipeline.core.types import AudioClip
 from pipeline.faces.config import DetectConfig
 from pipeline.faces.detector import track_faces
-from wav2lip.audio import MEL_STEP_SIZE, SAMPLE_RATE_HZ, melspectrogram
+from wav2lip.audio import MEL_STEP_SIZE, SAMPLE_RATE_HZ, load_wav, melspectrogram
 from wav2lip.inference import lipsync_frames
 
 LRS2_FPS = 25.0  # frame rate of the LRS2 test videos
@@ -96,7 +96,7 @@ def generate_pair(
     """Write ``<results_dir>/<pair.index>.mp4``; None (skipped, as the official script) when the video
     is shorter than the audio's windows or no frame shows a face."""
     # 1. Audio and its windows
-    samples = decode_audio(pair.audio_video, SAMPLE_RATE_HZ).samples
+    samples = load_wav(pair.audio_video)  # soxr resampling as librosa, when not already 16 kHz
     mels = official_mel_chunks(melspectrogram(samples))
     # 2. Frames and faces
     frames, size = read_frames(pair.face_video, len(mels))
