@@ -81,3 +81,49 @@ def test_evaluate_entry_dispatches_generate(tmp_path, capsys):
     code = entry(["generate", "--filelist", str(tmp_path / "none.txt"), "--data-root", str(tmp_path),
                   "--results-dir", str(tmp_path / "out")])  # fmt: skip
     assert code != 0 and "test pair list not found" in capsys.readouterr().err
+
+
+def _syncnet_python_scores(model, frames_bgr: np.ndarray, samples: np.ndarray, vshift: int = 15):
+    """A straight re-implementation of syncnet_python's SyncNetInstance.evaluate arithmetic: frames
+    resized to 224, MFCCs of the int16 samples, min_length = min(frames, floor(samples / 640)),
+    lastframe = min_length - 5 windows, distances to audio shifted by -vshift..vshift (zero-padded,
+    eps 1e-6), mean per shift; LSE-D = min, LSE-C = median - min, offset = vshift - argmin."""
+    import cv2
+    import python_speech_features
+
+    ints = np.clip(np.round(samples.astype(np.float64) * 32768), -32768, 32767).astype(np.int16)
+    mfcc = np.transpose(python_speech_features.mfcc(ints, 16000)).astype(np.float32)
+    video = np.stack([cv2.resize(f, (224, 224)) for f in frames_bgr]).astype(np.float32)
+    lastframe = min(len(frames_bgr), len(samples) // 640) - 5
+    lip_in = torch.stack([torch.from_numpy(video[v : v + 5]).permute(3, 0, 1, 2) for v in range(lastframe)])
+    aud_in = torch.stack([torch.from_numpy(mfcc[:, 4 * v : 4 * v + 20])[None] for v in range(lastframe)])
+    with torch.no_grad():
+        lip, aud = model.forward_lip(lip_in).numpy(), model.forward_aud(aud_in).numpy()
+    padded = np.concatenate([np.zeros((vshift, aud.shape[1])), aud, np.zeros((vshift, aud.shape[1]))])
+    dists = np.array([[np.linalg.norm(lip[i] - padded[i + j] + 1e-6) for j in range(2 * vshift + 1)]
+                      for i in range(lastframe)])  # fmt: skip
+    mean = dists.mean(axis=0)
+    return float(mean.min()), float(np.median(mean) - mean.min()), int(vshift - mean.argmin())
+
+
+def test_lse_of_a_generated_video_matches_syncnet_pythons_arithmetic(tmp_path):
+    from wav2lip.eval.evaluate import EvalConfig, evaluate_video
+    from wav2lip.eval.lse_syncnet import SyncNetV2
+
+    data = tmp_path / "lrs2"
+    make_clip(data / "v0" / "00001.mp4", n_frames=12, seed=5)
+    make_clip(data / "v1" / "00001.mp4", n_frames=14, seed=6)
+    (tmp_path / "pairs.txt").write_text("v0/00001 v1/00001\n")
+    torch.manual_seed(0)
+    pairs = generate.read_pairs(tmp_path / "pairs.txt", data)
+    (video,) = generate.generate_all(
+        Wav2Lip().eval(), pairs, tmp_path / "out", generate.detect_config(FACE_BOX), None, "cpu"
+    )
+    torch.manual_seed(1)
+    syncnet = SyncNetV2().eval()
+    row = evaluate_video(video, EvalConfig(syncnet_v2_checkpoint="seeded"), {"syncnet_v2": syncnet})
+    with VideoReader(video, FrameSize(FRAME[1], FRAME[0]), 25, batch_size=64) as reader:
+        frames = np.concatenate(list(reader))
+    lse_d, lse_c, offset = _syncnet_python_scores(syncnet, frames, decode_audio(video).samples)
+    assert row["lse_d"] == pytest.approx(lse_d, rel=1e-4) and row["lse_c"] == pytest.approx(lse_c, abs=1e-4)
+    assert row["offset"] == offset
