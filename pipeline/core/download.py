@@ -59,7 +59,9 @@ def download_to_part(
     with response:
         start, total = _response_span(response, offset)
         if expected_size is not None and total is not None and total != expected_size:
-            raise WrongSizeError(f"the server announces {total} bytes, expected {expected_size}")
+            raise WrongSizeError(
+                f"size does not match (the server announces {total} bytes, expected {expected_size})"
+            )
         with open(part, "ab" if start else "wb") as out:
             bar = tqdm(
                 total=total, initial=start, unit="B", unit_scale=True, desc=label, disable=not progress

@@ -34,7 +34,9 @@ def download_drive_file(
 
     def _check_size(_done: int, total: int | None) -> None:
         if expected_size is not None and total is not None and total != expected_size:
-            raise WrongSizeError(f"the server announces {total} bytes, expected {expected_size}")
+            raise WrongSizeError(
+                f"size does not match (the server announces {total} bytes, expected {expected_size})"
+            )
 
     try:
         gdown.download(
