@@ -280,7 +280,12 @@ def _download(spec: WeightSpec, source: Source, dest: Path, progress: bool, time
     """Fetch ``source`` into a staging file beside ``dest``; the staging file's path."""
     if source.is_drive_file:
         staging = dest.with_name(dest.name + DRIVE_SUFFIX)
-        download_drive_file(source.url, staging, spec.size_bytes, progress, timeout_s)
+        try:
+            download_drive_file(source.url, staging, spec.size_bytes, progress, timeout_s)
+        except WrongSizeError:
+            for leftover in drive_partials(staging):  # another file behind the link: nothing to resume
+                leftover.unlink(missing_ok=True)
+            raise
         return staging
     part = dest.with_name(dest.name + PART_SUFFIX)
     download_to_part(source.url, part, spec.file, progress, timeout_s, spec.size_bytes)
@@ -321,6 +326,6 @@ def _no_direct_message(spec: WeightSpec, dest: Path) -> str:
 
 
 def _warn_if_unofficial(spec: WeightSpec, source: Source) -> None:
-    if not source.official:
+    if not source.official and source.note != MIRROR_ENV:  # the user's own mirror needs no warning
         checked = "checked against the SHA-256" if spec.has_hash else "NOT checked (no known hash)"
         warnings.warn(f"{spec.name} came from an unofficial mirror ({source.url}), {checked}", stacklevel=4)
