@@ -44,20 +44,20 @@ def _serve_mirror(server: LoopbackServer, seeded: dict[str, bytes]) -> dict[str,
     return files
 
 
-def _cli(tmp_path, monkeypatch, server, *args: str) -> int:
+def _cli(tmp_path, monkeypatch, server, seeded, *args: str) -> int:
+    """``python -m pipeline.weights`` with the mirror set and a manifest copy pinned to ``seeded``."""
     monkeypatch.setenv("LIPSYNC_WEIGHTS_MIRROR", f"{server.base}/mirror/")
     manifest = tmp_path / "manifest.yaml"
     if not manifest.exists():
-        manifest_copy(manifest, server.seeded, f"{server.base}/public")
+        manifest_copy(manifest, seeded, f"{server.base}/public")
     return weights_cli.main(["--manifest", str(manifest), "--weights-dir", str(tmp_path / "w"), *args])
 
 
 def test_mirror_is_tried_first_by_file_name_verified_renamed_and_licence_printed(
     tmp_path, monkeypatch, loopback, seeded, capsys
 ):
-    loopback.seeded = seeded
     _serve_mirror(loopback, seeded)
-    assert _cli(tmp_path, monkeypatch, loopback, "fetch", "--quiet") == 0
+    assert _cli(tmp_path, monkeypatch, loopback, seeded, "fetch", "--quiet") == 0
     specs = load_manifest()
     out = capsys.readouterr().out
     for name, data in seeded.items():
@@ -65,16 +65,15 @@ def test_mirror_is_tried_first_by_file_name_verified_renamed_and_licence_printed
         assert f"{name}: {specs[name].file} - licence: {specs[name].licence}" in out
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == sorted(specs[n].file for n in seeded)
     assert not any(path.startswith("/public") for _, path in loopback.seen)  # the mirror came first
-    assert _cli(tmp_path, monkeypatch, loopback, "verify", *SEEDED_NAMES) == 0
+    assert _cli(tmp_path, monkeypatch, loopback, seeded, "verify", *SEEDED_NAMES) == 0
     assert all(line.split()[1] == "verified" for line in capsys.readouterr().out.splitlines())
 
 
 def test_mirror_with_wrong_bytes_exits_3_one_line_and_leaves_nothing(
     tmp_path, monkeypatch, loopback, seeded, capsys
 ):
-    loopback.seeded = seeded
     loopback.add("/mirror/GFPGANv1.4.pth", File(b"an older file" * 1000))
-    assert _cli(tmp_path, monkeypatch, loopback, "fetch", "--quiet", "gfpgan_v1.4") == 3
+    assert _cli(tmp_path, monkeypatch, loopback, seeded, "fetch", "--quiet", "gfpgan_v1.4") == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "GFPGANv1.4.pth" in err[0] and f"{loopback.base}/mirror/GFPGANv1.4.pth" in err[0]
@@ -83,10 +82,9 @@ def test_mirror_with_wrong_bytes_exits_3_one_line_and_leaves_nothing(
 
 
 def test_mirror_with_wrong_hash_same_size_names_the_sha256(tmp_path, monkeypatch, loopback, seeded, capsys):
-    loopback.seeded = seeded
     wrong = bytes(len(seeded["parsenet"]))
     loopback.add("/mirror/parsing_parsenet.pth", File(wrong))
-    assert _cli(tmp_path, monkeypatch, loopback, "fetch", "--quiet", "parsenet") == 3
+    assert _cli(tmp_path, monkeypatch, loopback, seeded, "fetch", "--quiet", "parsenet") == 3
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert f"SHA-256 does not match (got {sha256_hex(wrong)}" in line and "parsing_parsenet.pth" in line
     assert list((tmp_path / "w").iterdir()) == []
@@ -95,16 +93,15 @@ def test_mirror_with_wrong_hash_same_size_names_the_sha256(tmp_path, monkeypatch
 def test_interrupted_mirror_download_resumes_from_part_and_is_verified(
     tmp_path, monkeypatch, loopback, seeded, capsys
 ):
-    loopback.seeded = seeded
     files = _serve_mirror(loopback, seeded)
     files["wav2lip_gan"].cut_after = 70_000
-    assert _cli(tmp_path, monkeypatch, loopback, "fetch", "--quiet", "wav2lip_gan") == 3
+    assert _cli(tmp_path, monkeypatch, loopback, seeded, "fetch", "--quiet", "wav2lip_gan") == 3
     assert "resume" in capsys.readouterr().err
     part = tmp_path / "w" / "wav2lip_gan.pth.part"
     assert part.read_bytes() == seeded["wav2lip_gan"][:70_000]
     assert not (tmp_path / "w" / "wav2lip_gan.pth").exists()
     files["wav2lip_gan"].cut_after = None
-    assert _cli(tmp_path, monkeypatch, loopback, "fetch", "--quiet", "wav2lip_gan") == 0
+    assert _cli(tmp_path, monkeypatch, loopback, seeded, "fetch", "--quiet", "wav2lip_gan") == 0
     assert (tmp_path / "w" / "wav2lip_gan.pth").read_bytes() == seeded["wav2lip_gan"]
     assert not part.exists()
     assert files["wav2lip_gan"].ranges[-1] == "bytes=70000-"
