@@ -52,12 +52,13 @@ def _coqui() -> str:
 
 
 def _weights(config: PipelineConfig) -> tuple[list[str], bool]:
-    from pipeline.core.weight_store import verify
+    from pipeline.core.weight_store import MISMATCH, MISSING, get_spec, source_for, verify
     from pipeline.stage_weights import resolve_weights
 
     lines = ["weights:"]
     for name, status in verify(None):
-        lines.append(f"  {name:<24} {status}")
+        where = f"  from: {source_for(get_spec(name))}" if status in (MISSING, MISMATCH) else ""
+        lines.append(f"  {name:<24} {status:<9}{where}")
     try:
         resolve_weights(config)
         lines.append("all weights the current config needs are present")

@@ -10,7 +10,16 @@ from pathlib import Path
 from pipeline.core.config_io import WEIGHTS_DIR
 from pipeline.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, LipSyncError, WeightsError
 from pipeline.core.weight_manifest import MANIFEST_PATH, WeightSpec, load_manifest
-from pipeline.core.weight_store import MISMATCH, MISSING, default_names, fetch, file_status, get_spec, verify
+from pipeline.core.weight_store import (
+    MISMATCH,
+    MISSING,
+    default_names,
+    fetch,
+    file_status,
+    get_spec,
+    source_for,
+    verify,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="every checkpoint: stage, default, status, file, licence")
     fetch_cmd = commands.add_parser("fetch", help="download NAMES (default: what the default pipeline needs)")
     fetch_cmd.add_argument("names", nargs="*", metavar="NAME")
-    fetch_cmd.add_argument("--mirrors", action="store_true", help="also use unofficial third-party mirrors")
+    fetch_cmd.add_argument(
+        "--mirrors",
+        action="store_true",
+        help="also use third-party mirrors with no size and SHA-256 to check (checked ones are always used)",
+    )
     fetch_cmd.add_argument("--quiet", action="store_true", help="no progress bars")
     verify_cmd = commands.add_parser(
         "verify", help="check NAMES (default: all); exit 3 on a mismatch, or a named file missing"
@@ -46,6 +59,8 @@ def _cmd_fetch(specs: Mapping[str, WeightSpec], weights_dir: Path, args: argpars
         get_spec(name, specs)  # every name checked (exit 2) before any download starts
     failed: LipSyncError | None = None
     for name in names:
+        spec = specs[name]
+        print(f"{name}: {spec.file} - licence: {spec.licence}")
         try:
             (path,) = fetch([name], weights_dir, not args.quiet, use_mirrors=args.mirrors, manifest=specs)
             print(f"{name}: {path}")
@@ -58,7 +73,8 @@ def _cmd_fetch(specs: Mapping[str, WeightSpec], weights_dir: Path, args: argpars
 def _cmd_verify(specs: Mapping[str, WeightSpec], weights_dir: Path, names: list[str]) -> int:
     results = verify(names, weights_dir, specs)
     for name, status in results:
-        print(f"{name:<22} {status:<9} {weights_dir / specs[name].file}")
+        where = f"  from: {source_for(specs[name])}" if status in (MISSING, MISMATCH) else ""
+        print(f"{name:<22} {status:<9} {weights_dir / specs[name].file}{where}")
     bad = {MISMATCH, MISSING} if names else {MISMATCH}
     return WeightsError.exit_code if any(status in bad for _, status in results) else EXIT_OK
 

@@ -136,9 +136,25 @@ def _entry(url: str, **over) -> dict:
     return entry
 
 
+EVIDENCE_PAGE = "https://example.org/file-page"
+
+
+def _evidenced(entries: dict) -> dict:
+    """The entries with each plain size / hash value wrapped as the manifest records it."""
+    out = {}
+    for name, entry in entries.items():
+        entry = dict(entry)
+        for key in ("size_bytes", "sha256", "sha256_prefix"):
+            value = entry.get(key)
+            if value is not None and not isinstance(value, dict):
+                entry[key] = {"value": value, "page": EVIDENCE_PAGE, "kind": "observed"}
+        out[name] = entry
+    return out
+
+
 def _write_manifest(tmp_path: Path, entries: dict) -> Path:
     path = tmp_path / "manifest.yaml"
-    path.write_text(yaml.safe_dump({"weights": entries}, sort_keys=False))
+    path.write_text(yaml.safe_dump({"weights": _evidenced(entries)}, sort_keys=False))
     return path
 
 
@@ -161,15 +177,40 @@ def test_real_manifest_lists_every_checkpoint_with_file_stage_source_licence():
     assert weights.default_names(specs) == ["wav2lip_gan", "retinaface_resnet50", "parsenet", "gfpgan_v1.4"]
 
 
-def test_real_manifest_records_only_published_hashes_and_marks_pages_not_direct():
+def test_real_manifest_pins_every_file_with_the_page_and_kind_of_each_value():
     specs = load_manifest()
-    # No publisher states a full SHA-256 or a size; the S3FD file name carries a SHA-256 prefix.
-    assert all(spec.sha256 is None and spec.size_bytes is None for spec in specs.values())
+    for name, spec in specs.items():
+        assert spec.fully_pinned, name
+        for evidence in (spec.size_evidence, spec.sha256_evidence):
+            assert evidence.page.startswith("https://") and evidence.kind in ("stated", "observed"), name
+    # No publisher states a full SHA-256 or a size: all observed on public copies. The S3FD file name
+    # carries a publisher-stated prefix, and the observed hash agrees with it.
+    assert {spec.sha256_evidence.kind for spec in specs.values()} == {"observed"}
     assert {n: s.sha256_prefix for n, s in specs.items() if s.sha256_prefix} == {"s3fd": "619a316812"}
+    assert specs["s3fd"].prefix_evidence.kind == "stated"
+    assert specs["s3fd"].sha256.startswith(specs["s3fd"].sha256_prefix)
+    assert specs["wav2lip_gan"].sha256 == "ca9ab7b7b812c0e80a6e70a5977c545a1e8a365a6c49d5e533023c034d7ac3d8"
+    assert specs["wav2lip_gan"].size_bytes == 435_801_865
+
+
+def test_real_manifest_wav2lip_sources_drive_first_sharepoint_revoked_no_false_mirror():
+    specs = load_manifest()
+    gan = specs["wav2lip_gan"]
+    assert gan.first_source.url == "https://drive.google.com/file/d/15G3U08c8xsCkOqQxE38Z2XXDnPcOptNk/view"
+    assert gan.first_source.is_drive_file and "TorchScript" in gan.first_source.note
+    assert specs["wav2lip"].first_source.url.startswith(
+        "https://drive.google.com/drive/folders/153HLrqlBNxzZcHi17PEvP09kkAfzRshM"
+    )
     for name in ("wav2lip", "wav2lip_gan", "lipsync_expert", "visual_quality_disc"):
-        official = [s for s in specs[name].sources if s.official]
-        assert official and not any(s.direct for s in official), name
-        assert "non-commercial" in specs[name].licence
+        spec = specs[name]
+        sharepoint = [s for s in spec.sources if "sharepoint.com" in s.url]
+        assert sharepoint and all(s.revoked for s in sharepoint), name
+        assert not any("sharepoint" in s.url for s in weights.candidate_sources(spec)), name
+        # camenduru's wav2lip.pth is a 167 kB file, not the model: not listed anywhere
+        assert not any("camenduru" in s.url for s in spec.sources), name
+        assert "non-commercial" in spec.licence
+        mirrors = [s for s in weights.candidate_sources(spec) if not s.official]
+        assert mirrors and all(s.url.startswith("https://huggingface.co/") for s in mirrors), name
     assert specs["gfpgan_v1.4"].file == "GFPGANv1.4.pth"
     assert specs["retinaface_resnet50"].file == "detection_Resnet50_Final.pth"
     assert specs["codeformer"].licence.startswith("S-Lab License 1.0")
@@ -244,15 +285,24 @@ def test_resolve_missing_direct_names_path_stage_url_and_fetch_command(tmp_path)
     assert info.value.exit_code == 3
 
 
-def test_resolve_missing_page_source_says_download_by_hand(tmp_path):
+def test_resolve_missing_wav2lip_names_the_drive_link_and_fetch(tmp_path):
     with pytest.raises(MissingWeightsError) as info:
         weights.resolve("wav2lip_gan", weights_dir=tmp_path)
     message = str(info.value)
-    assert "\n" not in message
-    assert "by hand" in message and f"place the file at {tmp_path / 'wav2lip_gan.pth'}" in message
-    assert "iiitaphyd-my.sharepoint.com" in message
-    assert "python -m pipeline.weights fetch wav2lip_gan" in message and "--mirrors" in message
-    assert "wav2lip stage" in message
+    assert "\n" not in message and "wav2lip stage" in message
+    assert "drive.google.com/file/d/15G3U08c8xsCkOqQxE38Z2XXDnPcOptNk" in message
+    assert "python -m pipeline.weights fetch wav2lip_gan" in message
+    assert "sharepoint" not in message
+
+
+def test_resolve_missing_page_only_source_says_download_by_hand(tmp_path):
+    page = {"url": "https://example.org/share-page", "direct": False, "official": True}
+    specs = _manifest(tmp_path, {"m": _entry("", sources=[page])})
+    with pytest.raises(MissingWeightsError) as info:
+        weights.resolve("m", weights_dir=tmp_path, manifest=specs)
+    message = str(info.value)
+    assert "by hand" in message and f"place the file at {tmp_path / 'model.pth'}" in message
+    assert "https://example.org/share-page" in message and "\n" not in message
 
 
 def test_resolve_bad_override_and_unknown_name(tmp_path):
@@ -323,7 +373,7 @@ def test_fetch_sha256_mismatch_deletes_part_and_leaves_no_file(tmp_path, server,
     base, routes = server
     routes["/m.pth"] = Served(payload)
     specs = _manifest(tmp_path, {"m": _entry(f"{base}/m.pth", sha256=_sha(b"something else"))})
-    with pytest.raises(WeightsError, match="SHA-256 is") as info:
+    with pytest.raises(WeightsError, match="SHA-256 does not match") as info:
         weights.fetch(["m"], tmp_path, progress=False, manifest=specs)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "model.pth").exists()
@@ -334,7 +384,9 @@ def test_fetch_checks_size_and_sha256_prefix(tmp_path, server, payload):
     base, routes = server
     routes["/m.pth"] = Served(payload)
     specs = _manifest(tmp_path, {"m": _entry(f"{base}/m.pth", size_bytes=len(payload) + 1)})
-    with pytest.raises(WeightsError, match="size is 300000 bytes, the publisher states 300001"):
+    with pytest.raises(
+        WeightsError, match=r"size does not match \(the server announces 300000 bytes, expected 300001\)"
+    ):
         weights.fetch(["m"], tmp_path, progress=False, manifest=specs)
     assert not (tmp_path / "model.pth").exists() and not (tmp_path / "model.pth.part").exists()
     good = _manifest(tmp_path, {"m": _entry(f"{base}/m.pth", sha256_prefix=_sha(payload)[:10])})
@@ -438,17 +490,30 @@ def test_sha256_of_reads_in_chunks(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- command line
 
 
-def test_cli_list_and_verify(tmp_path, capsys):
-    (tmp_path / "codeformer.pth").write_bytes(b"c")
-    assert weights_cli.main(["--weights-dir", str(tmp_path), "list"]) == 0
+def test_cli_list_and_verify_say_status_and_where_a_file_would_come_from(tmp_path, capsys):
+    common = ["--weights-dir", str(tmp_path)]
+    assert weights_cli.main([*common, "verify"]) == 0  # missing optional files are fine
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == len(EXPECTED_NAMES)
-    assert out[1].split()[:4] == ["wav2lip_gan", "wav2lip", "default", "missing"]
-    assert [line.split()[3] for line in out if line.startswith("codeformer")] == ["present"]
-    # missing optional files are fine
-    assert weights_cli.main(["--weights-dir", str(tmp_path), "verify"]) == 0
-    assert weights_cli.main(["--weights-dir", str(tmp_path), "verify", "codeformer"]) == 0
-    assert weights_cli.main(["--weights-dir", str(tmp_path), "verify", "codeformer", "gfpgan_v1.4"]) == 3
+    assert len(out) == len(EXPECTED_NAMES) and all(line.split()[1] == "missing" for line in out)
+    gan = next(line for line in out if line.startswith("wav2lip_gan "))
+    assert (
+        "from: https://drive.google.com/file/d/15G3U08c8xsCkOqQxE38Z2XXDnPcOptNk/view (official, via gdown)"
+        in gan
+    )
+    expert = next(line for line in out if line.startswith("lipsync_expert "))
+    assert (
+        "from: https://huggingface.co/Nekochu/Wav2Lip/resolve/main/lipsync_expert.pth (verified mirror)"
+        in expert
+    )
+    (tmp_path / "codeformer.pth").write_bytes(b"not the model")
+    assert weights_cli.main([*common, "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[1].split()[:4] == ["wav2lip_gan", "wav2lip", "default", "missing"]
+    assert [line.split()[3] for line in listed if line.startswith("codeformer")] == ["mismatch"]
+    assert weights_cli.main([*common, "verify", "codeformer"]) == 3
+    line = capsys.readouterr().out.strip()
+    assert line.split()[1] == "mismatch" and "from: https://github.com/sczhou/CodeFormer/releases" in line
+    assert weights_cli.main([*common, "verify", "gfpgan_v1.4"]) == 3  # a named missing file is an error
 
 
 def test_cli_exit_codes_for_usage_and_weights_errors(tmp_path, server, payload, capsys):
@@ -470,7 +535,9 @@ def test_cli_exit_codes_for_usage_and_weights_errors(tmp_path, server, payload, 
     capsys.readouterr()
     assert weights_cli.main([*common, "fetch", "--quiet", "bad", "good"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: downloaded bad from") and "SHA-256" in err[0]
+    assert (
+        len(err) == 1 and err[0].startswith("error: bad.pth (bad): wrong bytes from") and "SHA-256" in err[0]
+    )
     assert not (tmp_path / "w" / "bad.pth").exists()
     (tmp_path / "w" / "bad.pth").write_bytes(b"corrupt")
     assert weights_cli.main([*common, "verify"]) == 3

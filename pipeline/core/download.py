@@ -4,6 +4,11 @@
 starts over when the server ignores or refuses the range). It raises :class:`TransferError` for
 anything the network did (the partial file stays for a later resume) and lets ``OSError`` from
 writing the local file through. Checking and renaming the finished file is the caller's job.
+
+Why not pooch (already installed, via librosa): pooch downloads into a fresh temporary file that it
+deletes on any failure and sends no Range header, so a broken 400 MB download starts again from zero.
+Resuming ``<file>.part`` is the one thing this module does that pooch cannot; Google Drive, which
+needs its confirm page followed, goes through gdown (:mod:`pipeline.core.drive`).
 """
 
 from __future__ import annotations
@@ -27,13 +32,23 @@ class TransferError(Exception):
     """A network failure for one URL: cannot connect, HTTP error, or the body ended early."""
 
 
+class WrongSizeError(TransferError):
+    """The server announced a size other than the expected one; nothing more was downloaded."""
+
+
 def download_to_part(
-    url: str, part: Path, label: str, progress: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S
+    url: str,
+    part: Path,
+    label: str,
+    progress: bool = True,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    expected_size: int | None = None,
 ) -> None:
     """Fetch ``url`` into ``part`` (bytes on disk), resuming what is there.
 
     Returns when the body is complete (its length matches what the server announced, where it did);
-    raises :class:`TransferError` otherwise. ``label`` names the progress bar.
+    raises :class:`TransferError` otherwise. ``label`` names the progress bar. A server announcing a
+    total other than ``expected_size`` is a :class:`WrongSizeError` before any byte is written.
     """
     offset = part.stat().st_size if part.exists() else 0
     response = _open(url, offset, timeout_s)
@@ -43,6 +58,10 @@ def download_to_part(
         response = _open(url, 0, timeout_s)
     with response:
         start, total = _response_span(response, offset)
+        if expected_size is not None and total is not None and total != expected_size:
+            raise WrongSizeError(
+                f"size does not match (the server announces {total} bytes, expected {expected_size})"
+            )
         with open(part, "ab" if start else "wb") as out:
             bar = tqdm(
                 total=total, initial=start, unit="B", unit_scale=True, desc=label, disable=not progress
@@ -70,9 +89,9 @@ def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse |
             return None
         raise TransferError(f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise TransferError(f"cannot connect ({_one_line(exc.reason)})") from None
+        raise TransferError(f"cannot connect ({one_line(exc.reason)})") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise TransferError(_one_line(exc)) from None
+        raise TransferError(one_line(exc)) from None
 
 
 def _response_span(response: http.client.HTTPResponse, offset: int) -> tuple[int, int | None]:
@@ -94,13 +113,14 @@ def _copy(response: http.client.HTTPResponse, out: BinaryIO, bar: tqdm) -> None:
         try:
             chunk = response.read(DOWNLOAD_CHUNK_BYTES)
         except (OSError, http.client.HTTPException) as exc:
-            raise TransferError(f"transfer failed ({_one_line(exc)})") from None
+            raise TransferError(f"transfer failed ({one_line(exc)})") from None
         if not chunk:
             return
         out.write(chunk)
         bar.update(len(chunk))
 
 
-def _one_line(value: object) -> str:
+def one_line(value: object) -> str:
+    """The first line of ``str(value)`` (or the type name): errors here are one line."""
     lines = str(value).strip().splitlines()
     return lines[0] if lines else type(value).__name__

@@ -1,7 +1,8 @@
 """Reading ``weights/manifest.yaml``: the typed, validated list of every checkpoint the project can use.
 
-Each entry becomes a frozen :class:`WeightSpec`. A size or SHA-256 is recorded only where the
-publisher states one; anything malformed, unknown or missing is a one-line
+Each entry becomes a frozen :class:`WeightSpec`. A size or SHA-256 is recorded only with the public page
+that shows it and whether the publisher stated it or it was observed on a public copy
+(:class:`Evidence`); anything malformed, unknown or missing is a one-line
 :class:`~pipeline.core.errors.WeightsError` naming the manifest and the entry.
 """
 
@@ -23,7 +24,9 @@ STAGES = ("wav2lip", "syncnet", "disc", "detect", "parse", "restore", "upsample"
 _ENTRY_REQUIRED = {"file", "stage", "description", "licence", "size_bytes", "sha256", "sources"}
 _ENTRY_OPTIONAL = {"default", "sha256_prefix"}
 _SOURCE_REQUIRED = {"url", "direct", "official"}
-_SOURCE_OPTIONAL = {"note"}
+_SOURCE_OPTIONAL = {"note", "revoked"}
+_EVIDENCE_KEYS = {"value", "page", "kind"}
+EVIDENCE_KINDS = ("stated", "observed")  # stated by the publisher / observed on a public copy
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SHA256_PREFIX_RE = re.compile(r"[0-9a-f]{6,63}")
 
@@ -36,6 +39,23 @@ class Source:
     direct: bool
     official: bool
     note: str | None = None
+    revoked: bool = False  # withdrawn by the publisher: kept for the record, never offered
+
+    @property
+    def is_drive_file(self) -> bool:
+        """A Google Drive file link (downloaded with gdown, which handles Drive's confirm page)."""
+        return self.url.startswith(DRIVE_FILE_PREFIXES)
+
+
+DRIVE_FILE_PREFIXES = ("https://drive.google.com/file/d/", "https://drive.google.com/uc?")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where a size or hash comes from: the public ``page`` that shows it, and its ``kind``."""
+
+    page: str
+    kind: str  # one of EVIDENCE_KINDS
 
 
 @dataclass(frozen=True)
@@ -52,10 +72,24 @@ class WeightSpec:
     sha256: str | None
     sha256_prefix: str | None = None
     default: bool = False
+    size_evidence: Evidence | None = None
+    sha256_evidence: Evidence | None = None
+    prefix_evidence: Evidence | None = None
+
+    @property
+    def offered_sources(self) -> tuple[Source, ...]:
+        """The sources that are not revoked, in manifest order (official ones first)."""
+        return tuple(s for s in self.sources if not s.revoked)
 
     @property
     def first_source(self) -> Source:
-        return self.sources[0]
+        """The first official source still offered (the first one at all if every one is revoked)."""
+        return next((s for s in self.offered_sources if s.official), self.sources[0])
+
+    @property
+    def fully_pinned(self) -> bool:
+        """Size and full SHA-256 known: any copy can be checked byte for byte, so mirrors are safe."""
+        return self.sha256 is not None and self.size_bytes is not None
 
     @property
     def has_hash(self) -> bool:
@@ -114,11 +148,13 @@ def _parse_entry(name: str, entry: Any, path: Path) -> WeightSpec:
     for key in ("description", "licence"):
         if not isinstance(entry[key], str) or not entry[key].strip():
             raise WeightsError(f"{where}: {key} must be a non-empty string")
-    size = entry["size_bytes"]
+    size, size_from = _evidenced(entry["size_bytes"], "size_bytes", where)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise WeightsError(f"{where}: size_bytes must be a positive integer or null, got {size!r}")
-    sha256 = _hash_field(entry["sha256"], _SHA256_RE, "sha256 (64 lowercase hex digits)", where)
-    prefix = _hash_field(entry.get("sha256_prefix"), _SHA256_PREFIX_RE, "sha256_prefix (6-63 hex)", where)
+    sha256, sha256_from = _evidenced(entry["sha256"], "sha256", where)
+    sha256 = _hash_field(sha256, _SHA256_RE, "sha256 (64 lowercase hex digits)", where)
+    prefix, prefix_from = _evidenced(entry.get("sha256_prefix"), "sha256_prefix", where)
+    prefix = _hash_field(prefix, _SHA256_PREFIX_RE, "sha256_prefix (6-63 hex)", where)
     default = entry.get("default", False)
     if not isinstance(default, bool):
         raise WeightsError(f"{where}: default must be true or false")
@@ -134,7 +170,24 @@ def _parse_entry(name: str, entry: Any, path: Path) -> WeightSpec:
         sha256=sha256,
         sha256_prefix=prefix,
         default=default,
+        size_evidence=size_from,
+        sha256_evidence=sha256_from,
+        prefix_evidence=prefix_from,
     )
+
+
+def _evidenced(raw: Any, key: str, where: str) -> tuple[Any, Evidence | None]:
+    """``(value, Evidence)`` of a ``{value, page, kind}`` field; ``(None, None)`` for null."""
+    if raw is None:
+        return None, None
+    field_where = f"{where}, {key}"
+    _check_keys(raw, _EVIDENCE_KEYS, set(), field_where)
+    page, kind = raw["page"], raw["kind"]
+    if not isinstance(page, str) or not re.fullmatch(r"https?://\S+", page):
+        raise WeightsError(f"{field_where}: page must be the http(s) URL that shows the value, got {page!r}")
+    if kind not in EVIDENCE_KINDS:
+        raise WeightsError(f"{field_where}: kind must be one of {', '.join(EVIDENCE_KINDS)}, got {kind!r}")
+    return raw["value"], Evidence(page, kind)
 
 
 def _parse_sources(raw: Any, where: str) -> tuple[Source, ...]:
@@ -147,12 +200,13 @@ def _parse_sources(raw: Any, where: str) -> tuple[Source, ...]:
         url = item["url"]
         if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url):
             raise WeightsError(f"{item_where}: url must be an http(s) URL, got {url!r}")
-        if not isinstance(item["direct"], bool) or not isinstance(item["official"], bool):
-            raise WeightsError(f"{item_where}: direct and official must be true or false")
+        revoked = item.get("revoked", False)
+        if not all(isinstance(item.get(k, False), bool) for k in ("direct", "official", "revoked")):
+            raise WeightsError(f"{item_where}: direct, official and revoked must be true or false")
         note = item.get("note")
         if note is not None and not isinstance(note, str):
             raise WeightsError(f"{item_where}: note must be a string")
-        sources.append(Source(url, item["direct"], item["official"], note))
+        sources.append(Source(url, item["direct"], item["official"], note, revoked))
     if not sources[0].official:
         raise WeightsError(f"{where}: the first source must be the official one")
     return tuple(sources)
