@@ -96,7 +96,8 @@ def train(config: SyncNetTrainConfig, ctx: distributed.DistContext | None = None
 
 
 def _step(session: loop.Session, batch) -> tuple[dict[str, float], None]:
-    return {"loss": train_step(session.run, batch, session.ctx.device, session.config.amp)}, None
+    loss = train_step(session.run, batch, session.ctx.device, session.config.amp)
+    return {"loss": loss, **objectives.scaler_scales({"loss_scale": session.run.scaler})}, None
 
 
 def _evaluate_and_save(session: loop.Session, _outputs) -> None:
