@@ -79,10 +79,10 @@ class FaceRestoreStage:
         # 1. Align every face that has landmarks.
         indices, crops, affines = self._align(batch)
         # 2. Restore (and parse) the crops, cfg.batch_size at a time.
-        restored, masks = self._restore(crops)
+        restored, masks = self._restore(crops, batch.start_index + np.asarray(indices, np.int64))
         restored_at = time.perf_counter()
         # 3. Upscale the frames, then blend each restored face back.
-        frames = self._upscale(batch.frames)
+        frames = self._upscale(batch.frames, batch.start_index)
         for index, face, affine, mask in zip(indices, restored, affines, masks):
             inverse = inverse_affine(affine, self.cfg.upscale)
             paste_restored_face_into(frames[index], face, inverse, self.cfg.upscale, mask)
@@ -110,29 +110,37 @@ class FaceRestoreStage:
         stacked = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         return indices, stacked, affines
 
-    def _restore(self, crops: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    def _restore(
+        self, crops: np.ndarray, frame_numbers: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         """Restored faces and their blend masks (``None``: square mask), ``self.batches.size`` faces per
         forward pass (halved and retried when the GPU runs out of memory)."""
         restored: list[np.ndarray] = []
         masks: list[np.ndarray | None] = []
-        for faces, face_masks in self.batches.map(len(crops), lambda a, b: self._restore_batch(crops[a:b])):
+
+        def run(a: int, b: int):
+            return self._restore_batch(crops[a:b], frame_numbers[a:b])
+
+        for faces, face_masks in self.batches.map(len(crops), run):
             restored.extend(faces)
             masks.extend(face_masks)
         return restored, masks
 
-    def _restore_batch(self, crops: np.ndarray) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        faces = self.restorer.restore_aligned(crops, self.cfg.fidelity)
+    def _restore_batch(
+        self, crops: np.ndarray, frame_numbers: np.ndarray
+    ) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        faces = self.restorer.restore_aligned(crops, self.cfg.fidelity, frame_numbers)
         if self.parser is None:
             return faces, [None] * len(faces)
         size = self.restorer.face_size
         return faces, [parsing_face_mask(labels, size) for labels in self.parser.parse(faces)]
 
-    def _upscale(self, frames: np.ndarray) -> np.ndarray:
+    def _upscale(self, frames: np.ndarray, first_frame: int) -> np.ndarray:
         factor = self.cfg.upscale
         if factor == 1:
             return frames.copy()
         if self.bg_upsampler is not None:
-            return self.bg_upsampler.upsample(frames, factor)
+            return self.bg_upsampler.upsample(frames, factor, first_frame)
         height, width = frames.shape[1:3]
         size = (width * factor, height * factor)
         return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_LANCZOS4) for frame in frames])
