@@ -12,6 +12,7 @@ import traceback
 import warnings
 from typing import Any
 
+from pipeline.core.device_names import DEVICE_HELP, device_argument
 from pipeline.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
@@ -156,7 +157,12 @@ def _add_model_flags(group: argparse._ArgumentGroup) -> None:
 
 
 def _add_run_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto)")
+    group.add_argument(
+        "--device",
+        type=device_argument,
+        metavar="DEVICE",
+        help=f"where models run: {DEVICE_HELP} (default auto)",
+    )
     group.add_argument("--config", metavar="FILE", help="YAML defaults instead of configs/inference.yaml")
     group.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     group.add_argument(

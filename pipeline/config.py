@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pipeline.core.config_io import REPO_ROOT, deep_merge, drop_none, from_dict, read_yaml
+from pipeline.core.device_names import check_device_name
 from pipeline.faces.config import DetectConfig
 from restore.config import RestoreConfig
 from tts.config import TTSConfig
@@ -36,7 +37,7 @@ class PipelineConfig:
     text: str | None = None
     text_string: str | None = None
     audio: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
     quiet: bool = False
     debug: bool = False
     frame_batch: int = 32  # frames per streaming batch
@@ -45,6 +46,9 @@ class PipelineConfig:
     wav2lip: Wav2LipConfig = field(default_factory=Wav2LipConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device)
 
 
 def build_config(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.core.finite import nonfinite_items
+
 RESTORE_FACE_SIZE = 512  # pixels: side of the FFHQ-aligned crops GFPGAN and CodeFormer restore
 NORM_MEAN = 0.5  # per channel, applied after scaling to [0, 1]
 NORM_STD = 0.5
@@ -43,3 +45,15 @@ def tensor_to_faces(output: torch.Tensor) -> np.ndarray:
     unit = (output.float().clamp(-1.0, 1.0) + 1.0) / 2.0
     levels = torch.round(unit * 255.0).to(torch.uint8)
     return np.ascontiguousarray(levels.permute(0, 2, 3, 1).flip(-1).cpu().numpy())
+
+
+def output_to_faces(output: torch.Tensor, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tensor_to_faces` of ``output``, where an item holding NaN or infinity (which ``clamp``
+    passes and the ``uint8`` cast makes black) is replaced by its input crop ``inputs[i]``.
+
+    Returns ``(faces (N, H, W, 3) uint8 BGR, replaced (N,) bool)``.
+    """
+    faces = tensor_to_faces(output)
+    replaced = nonfinite_items(output)
+    faces[replaced] = inputs[replaced]
+    return faces, replaced

@@ -25,7 +25,8 @@ import torch
 from pipeline.core.checkpoints import load_state_dict
 from pipeline.core.devices import float16_autocast, place_model, to_channels_last
 from pipeline.core.errors import ConfigError, WrongModelError
-from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_tensor, tensor_to_faces
+from pipeline.core.finite import NonFiniteFrames
+from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_tensor, output_to_faces
 
 # spandrel architecture id -> our name for the restorer
 RESTORER_KINDS = {"GFPGAN": "gfpgan", "CodeFormer": "codeformer", "RestoreFormer": "restoreformer"}
@@ -114,16 +115,21 @@ class FaceRestorer:
         self.face_size = face_size  # pixels, side of the aligned crops the network takes (512 when loaded)
         self._forward = _FORWARDS[kind]
         self.memory_format = torch.channels_last if kind in CHANNELS_LAST_KINDS else torch.contiguous_format
+        self.nonfinite = NonFiniteFrames("face restoration")
 
     def __repr__(self) -> str:
         return f"FaceRestorer(kind={self.kind!r}, device={self.device}, half={self.half})"
 
-    def restore_aligned(self, faces: np.ndarray, fidelity: float = 0.5) -> np.ndarray:
+    def restore_aligned(
+        self, faces: np.ndarray, fidelity: float = 0.5, frame_numbers: np.ndarray | None = None
+    ) -> np.ndarray:
         """Restore aligned FFHQ-style crops in one batch.
 
         ``faces``: ``(N, 512, 512, 3) uint8`` BGR. ``fidelity``: CodeFormer's ``w`` in ``[0, 1]`` (higher is
         more faithful to the input and steadier on video, lower is sharper); GFPGAN and RestoreFormer
         ignore it. Returns ``(N, 512, 512, 3) uint8`` BGR. Deterministic for a given device and dtype.
+        A face the network returns NaN or infinity for keeps its input pixels; :attr:`nonfinite` warns
+        once and lists ``frame_numbers`` (default: positions in ``faces``) of those faces.
         """
         check_faces(faces, self.face_size)
         if not 0.0 <= fidelity <= 1.0:
@@ -133,7 +139,10 @@ class FaceRestorer:
         inputs = faces_to_tensor(faces).to(self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), float16_autocast(self.device, self.half):
             output = self._forward(self.model, inputs, fidelity)
-        return tensor_to_faces(output)
+        restored, replaced = output_to_faces(output, faces)
+        numbers = np.arange(len(faces)) if frame_numbers is None else np.asarray(frame_numbers)
+        self.nonfinite.report(numbers[replaced])
+        return restored
 
 
 def forward_gfpgan(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -54,6 +55,7 @@ class FaceRestoreStage:
         cfg: RestoreConfig,
         parser: FaceParser | None = None,
         bg_upsampler: BackgroundUpsampler | None = None,
+        overlap: bool = True,
     ) -> None:
         if cfg.upscale not in UPSCALE_FACTORS:
             raise ConfigError(f"restore.upscale must be one of 1, 2, 4, got {cfg.upscale}")
@@ -64,6 +66,8 @@ class FaceRestoreStage:
         self.parser = parser if cfg.parsing else None
         self.bg_upsampler = bg_upsampler if cfg.upscale > 1 else None
         self.batches = AdaptiveBatch(restore_batch_size(cfg.batch_size, restorer.device), "face restoration")
+        self.overlap = overlap  # paste in a worker thread while the networks run (False: in turn)
+        self.paste_busy_seconds = 0.0  # mask + paste time of every batch so far (see process)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """Output frame ``(width, height)`` in pixels for an input of ``width`` x ``height``."""
@@ -73,23 +77,40 @@ class FaceRestoreStage:
         """Restore the faces of ``batch`` (frames ``(N, H, W, 3) uint8`` BGR) -> frames
         ``(N, H * upscale, W * upscale, 3) uint8`` BGR, same faces, mel and start index.
 
-        ``times``, when given, gets the seconds of "restore" (align, network, parsing) and "paste"
-        (upscaling the frames and blending the faces back)."""
+        The CPU work of each restored batch of faces (parsing-mask blurs, warping and blending back) runs
+        in a worker thread while the networks compute the next batch (with ``overlap``; same result).
+        ``times``, when given, gets the wall seconds of "restore" (align, upscaling, the networks, and the
+        pastes that overlap them) and "paste" (the wait for the worker after the last network batch);
+        :attr:`paste_busy_seconds` adds up the worker's own time, overlapped or not."""
         start = time.perf_counter()
-        # 1. Align every face that has landmarks.
+        # 1. Align every face that has landmarks, and upscale the frames the faces go back into.
         indices, crops, affines = self._align(batch)
-        # 2. Restore (and parse) the crops, cfg.batch_size at a time.
-        restored, masks = self._restore(crops)
-        restored_at = time.perf_counter()
-        # 3. Upscale the frames, then blend each restored face back.
-        frames = self._upscale(batch.frames)
-        for index, face, affine, mask in zip(indices, restored, affines, masks):
+        frames = self._upscale(batch.frames, batch.start_index)
+        pasting = _PasteWorker(self._paste_faces, self.overlap)
+        # 2. Restore (and parse) the crops, cfg.batch_size at a time; 3. the worker pastes each batch.
+        numbers = batch.start_index + np.asarray(indices, np.int64)
+
+        def run(a: int, b: int) -> None:
+            faces, labels = self._restore_batch(crops[a:b], numbers[a:b])
+            pasting.submit(frames, indices[a:b], faces, labels, affines[a:b])
+
+        try:
+            self.batches.map(len(crops), run)
+        finally:
+            networks_done = time.perf_counter()
+            self.paste_busy_seconds += pasting.finish()
+        if times is not None:
+            times.add("restore", networks_done - start)
+            times.add("paste", time.perf_counter() - networks_done)
+        return batch.with_frames(frames)
+
+    def _paste_faces(self, frames, indices, faces, labels, affines) -> None:
+        """Blend restored ``faces`` into ``frames[indices]`` (in place), masks from the parsing labels."""
+        size = self.restorer.face_size
+        for index, face, face_labels, affine in zip(indices, faces, labels, affines):
+            mask = None if face_labels is None else parsing_face_mask(face_labels, size)
             inverse = inverse_affine(affine, self.cfg.upscale)
             paste_restored_face_into(frames[index], face, inverse, self.cfg.upscale, mask)
-        if times is not None:
-            times.add("restore", restored_at - start)
-            times.add("paste", time.perf_counter() - restored_at)
-        return batch.with_frames(frames)
 
     def _align(self, batch: FrameBatch) -> tuple[list[int], np.ndarray, list[np.ndarray]]:
         indices, crops, affines = [], [], []
@@ -110,32 +131,53 @@ class FaceRestoreStage:
         stacked = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         return indices, stacked, affines
 
-    def _restore(self, crops: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        """Restored faces and their blend masks (``None``: square mask), ``self.batches.size`` faces per
-        forward pass (halved and retried when the GPU runs out of memory)."""
-        restored: list[np.ndarray] = []
-        masks: list[np.ndarray | None] = []
-        for faces, face_masks in self.batches.map(len(crops), lambda a, b: self._restore_batch(crops[a:b])):
-            restored.extend(faces)
-            masks.extend(face_masks)
-        return restored, masks
-
-    def _restore_batch(self, crops: np.ndarray) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        faces = self.restorer.restore_aligned(crops, self.cfg.fidelity)
+    def _restore_batch(self, crops: np.ndarray, frame_numbers: np.ndarray) -> tuple[np.ndarray, list]:
+        """Restored faces and their parsing labels (``None`` each without a parser: square mask)."""
+        faces = self.restorer.restore_aligned(crops, self.cfg.fidelity, frame_numbers)
         if self.parser is None:
             return faces, [None] * len(faces)
-        size = self.restorer.face_size
-        return faces, [parsing_face_mask(labels, size) for labels in self.parser.parse(faces)]
+        return faces, list(self.parser.parse(faces))
 
-    def _upscale(self, frames: np.ndarray) -> np.ndarray:
+    def _upscale(self, frames: np.ndarray, first_frame: int) -> np.ndarray:
         factor = self.cfg.upscale
         if factor == 1:
             return frames.copy()
         if self.bg_upsampler is not None:
-            return self.bg_upsampler.upsample(frames, factor)
+            return self.bg_upsampler.upsample(frames, factor, first_frame)
         height, width = frames.shape[1:3]
         size = (width * factor, height * factor)
         return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_LANCZOS4) for frame in frames])
+
+
+class _PasteWorker:
+    """Runs ``paste(*args)`` calls in order: in one worker thread with ``overlap``, else at once."""
+
+    def __init__(self, paste, overlap: bool) -> None:
+        self._paste = paste
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="restore-paste") if overlap else None
+        self._pending: list[Future] = []
+        self.busy_seconds = 0.0
+
+    def submit(self, *args) -> None:
+        if self._pool is None:
+            self._timed(*args)
+        else:
+            self._pending.append(self._pool.submit(self._timed, *args))
+
+    def _timed(self, *args) -> None:
+        start = time.perf_counter()
+        self._paste(*args)
+        self.busy_seconds += time.perf_counter() - start  # one worker: no concurrent updates
+
+    def finish(self) -> float:
+        """Wait for every paste (re-raising the first failure); returns the seconds spent pasting."""
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+        return self.busy_seconds
 
 
 def restore_batch_size(batch_size: int | None, device: torch.device | str) -> int:

@@ -20,6 +20,7 @@ from pipeline.core.adaptive_batch import AdaptiveBatch
 from pipeline.core.checkpoints import load_state_dict
 from pipeline.core.devices import float16_autocast, place_model
 from pipeline.core.errors import WrongModelError
+from pipeline.core.finite import NonFiniteFrames, nonfinite_items
 
 TILE_SIZE = 400  # input pixels per tile side (the official tools' --bg_tile default)
 TILE_PAD = 10  # input pixels of overlap around each tile (GFPGAN's inference script)
@@ -70,15 +71,20 @@ class BackgroundUpsampler:
         self.tile_size = tile_size
         self.tile_pad = tile_pad
         self.batches = AdaptiveBatch(MAX_FRAMES_PER_FORWARD, "background upscaling")
+        self.nonfinite = NonFiniteFrames("background upscaling")
 
-    def upsample(self, frames: np.ndarray, outscale: int) -> np.ndarray:
+    def upsample(self, frames: np.ndarray, outscale: int, first_frame: int = 0) -> np.ndarray:
         """``(N, H, W, 3) uint8`` BGR -> ``(N, H * outscale, W * outscale, 3) uint8`` BGR.
 
-        Out of GPU memory, fewer frames go through the network at once (halved, down to one)."""
-        parts = self.batches.map(len(frames), lambda a, b: self._upsample(frames[a:b], outscale))
+        Out of GPU memory, fewer frames go through the network at once (halved, down to one). A frame
+        the network returns NaN or infinity for is Lanczos-upscaled instead; :attr:`nonfinite` warns
+        once and lists those frames (numbered from ``first_frame``)."""
+        parts = self.batches.map(
+            len(frames), lambda a, b: self._upsample(frames[a:b], outscale, first_frame + a)
+        )
         return np.concatenate(parts) if parts else frames[:0]
 
-    def _upsample(self, frames: np.ndarray, outscale: int) -> np.ndarray:
+    def _upsample(self, frames: np.ndarray, outscale: int, first_frame: int) -> np.ndarray:
         _, height, width, _ = frames.shape
         inputs = frames_to_unit(frames).to(self.device)
         padded, pad_h, pad_w = mod_pad(inputs, MOD_SCALE.get(self.scale))
@@ -86,10 +92,20 @@ class BackgroundUpsampler:
             output = tiled_forward(self.model, padded, self.scale, self.tile_size, self.tile_pad)
         output = output[:, :, : height * self.scale, : width * self.scale]
         images = unit_to_frames(output)
+        replaced = nonfinite_items(output)
+        for i in np.flatnonzero(replaced):
+            images[i] = lanczos(frames[i], self.scale)
+        self.nonfinite.report(first_frame + np.flatnonzero(replaced))
         if outscale == self.scale:
             return images
         size = (width * outscale, height * outscale)
         return np.stack([cv2.resize(img, size, interpolation=cv2.INTER_LANCZOS4) for img in images])
+
+
+def lanczos(frame: np.ndarray, factor: int) -> np.ndarray:
+    """``(H, W, 3) uint8`` -> ``(H * factor, W * factor, 3) uint8``, Lanczos-resampled."""
+    height, width = frame.shape[:2]
+    return cv2.resize(frame, (width * factor, height * factor), interpolation=cv2.INTER_LANCZOS4)
 
 
 def frames_to_unit(frames: np.ndarray) -> torch.Tensor:

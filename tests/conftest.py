@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -19,6 +20,27 @@ def _seed_everything():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """Float32 matmuls and convolutions without TF32 (cuDNN and cuBLAS use TF32 by default on Ampere
+    and later, about 1e-3 relative error per layer), restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32_in_gpu_tests(request):
+    """``gpu`` tests compare float32 outputs at about 1e-3 through tens of layers: TF32 would break that
+    for the wrong reason, so they run with it off."""
+    context = exact_float32() if request.node.get_closest_marker("gpu") else contextlib.nullcontext()
+    with context:
+        yield
 
 
 def load_layout(name: str) -> dict[str, dict]:

@@ -452,3 +452,31 @@ def test_cuda_detection_matches_cpu():
     for cpu_rows, gpu_rows in zip(on_cpu, on_gpu):
         assert len(cpu_rows) >= 20 and cpu_rows.shape == gpu_rows.shape
         np.testing.assert_allclose(gpu_rows[match_rows(gpu_rows, cpu_rows)], cpu_rows, atol=2e-2, rtol=1e-3)
+
+
+class FailsLikeCublasAbove(torch.nn.Module):
+    """A detection network that fails with cuBLAS's allocation error for batches above ``limit``."""
+
+    def __init__(self, inner: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.sizes = inner, limit, []
+
+    def forward(self, x: torch.Tensor):
+        self.sizes.append(len(x))
+        if len(x) > self.limit:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+        return self.inner(x)
+
+
+def test_detection_out_of_memory_halves_the_batch_and_finds_the_same_faces(checkpoint_of):
+    cfg = DetectConfig(model="retinaface_mobile0.25", score_threshold=0.5, batch_size=4)
+    detector = load_detector(cfg, checkpoint_of("mobile0.25"), "cpu")
+    frames = np.stack([synthetic_image(i) for i in range(3)])
+    expected = detector.detect_raw(frames)
+    detector.network = FailsLikeCublasAbove(detector.network, limit=1)
+    with pytest.warns(UserWarning, match="face detection: out of GPU memory with a batch of 3"):
+        found = detector.detect_raw(frames)
+    assert detector.network.sizes == [3, 1, 1, 1] and detector.batches.size == 1
+    for rows, reference in zip(found, expected, strict=True):  # batch size changes only float rounding
+        assert rows.shape == reference.shape and len(rows) > 0
+        np.testing.assert_allclose(rows, reference, rtol=1e-5, atol=1e-3)

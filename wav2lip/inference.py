@@ -21,6 +21,7 @@ from torch import nn
 from pipeline.core.adaptive_batch import AdaptiveBatch
 from pipeline.core.devices import batch_size_for, float16_autocast, to_channels_last
 from pipeline.core.errors import AudioError, ConfigError, NoFaceError
+from pipeline.core.finite import NonFiniteFrames, nonfinite_items
 from pipeline.core.types import FaceBox, FrameBatch
 from wav2lip.audio import MEL_STEP_SIZE, N_MELS
 from wav2lip.config import Wav2LipConfig
@@ -166,12 +167,15 @@ def lipsync_frames(
     feather_px: float = 6,
     *,
     first_index: int = 0,
+    nonfinite: NonFiniteFrames | None = None,
 ) -> np.ndarray:
     """Lip-sync each frame's face to its mel window; frames without a face pass through unchanged.
 
     ``frames (N, H, W, 3) uint8`` BGR, ``boxes[i]`` the padded face box of frame i or ``None``,
     ``mels (N, 80, 16) float32``. Returns new ``(N, H, W, 3) uint8`` frames; the input is not modified.
-    ``first_index`` (the video index of ``frames[0]``) only labels errors.
+    ``first_index`` (the video index of ``frames[0]``) labels errors and warnings. A face the generator
+    returns NaN or infinity for is not pasted (that frame keeps its input face); ``nonfinite`` (one per
+    stage, so it warns once) collects those frame numbers.
     """
     # 1. Check inputs
     if not (len(frames) == len(boxes) == len(mels)):
@@ -190,9 +194,12 @@ def lipsync_frames(
     mel_inputs = prepare_mel_inputs(np.asarray(mels)[with_face])
     # 3. Generate
     pred = forward_generator(model, prepare_face_inputs(crops), mel_inputs, batch_size, device)
-    # 4. Paste back
-    for face, i in zip(postprocess_faces(pred), with_face):
-        paste_generated_face(output[i], face, clipped[i], paste, feather_px)
+    # 4. Paste back, except where the generator returned NaN or infinity (the frame keeps its face)
+    replaced = nonfinite_items(pred)
+    (nonfinite or NonFiniteFrames("lip-sync")).report(first_index + np.asarray(with_face)[replaced])
+    for face, i, skip in zip(postprocess_faces(pred), with_face, replaced):
+        if not skip:
+            paste_generated_face(output[i], face, clipped[i], paste, feather_px)
     return output
 
 
@@ -214,6 +221,7 @@ class LipSyncer:
         self.cfg = cfg
         self.device = torch.device(device)
         self.batches = AdaptiveBatch(resolve_batch_size(cfg.batch_size, self.device), "lip-sync")
+        self.nonfinite = NonFiniteFrames("lip-sync")
 
     @property
     def batch_size(self) -> int:
@@ -232,6 +240,7 @@ class LipSyncer:
             self.cfg.paste,
             self.cfg.feather_px,
             first_index=batch.start_index,
+            nonfinite=self.nonfinite,
         )
         return batch.with_frames(frames)
 

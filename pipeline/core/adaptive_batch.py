@@ -1,8 +1,10 @@
 """Batch loops that survive running out of GPU memory: halve the batch and retry, down to one item.
 
-Only ``torch.OutOfMemoryError`` (which ``torch.cuda.OutOfMemoryError`` is) triggers a retry; any other
-failure propagates unchanged. The reduced size is kept for the rest of the run, so a model that does not
-fit at the configured batch size pays for the failed attempt once, not on every batch.
+``torch.OutOfMemoryError`` (which ``torch.cuda.OutOfMemoryError`` is) and the allocation failures cuBLAS
+and cuDNN report as a plain ``RuntimeError`` ("CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED", ...)
+trigger a retry (:func:`is_out_of_memory`); any other failure propagates unchanged. The reduced size is
+kept for the rest of the run, so a model that does not fit at the configured batch size pays for the
+failed attempt once, not on every batch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,22 @@ from pipeline.core.errors import OutOfMemory
 
 T = TypeVar("T")
 
+# Substrings of the RuntimeError messages CUDA libraries raise when an allocation fails.
+OUT_OF_MEMORY_MESSAGES = (
+    "out of memory",  # the caching allocator, cudaMalloc, cuDNN's workspace
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for ``torch.OutOfMemoryError`` and for a ``RuntimeError`` whose message names a GPU
+    allocation failure (see ``OUT_OF_MEMORY_MESSAGES``)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_MESSAGES)
+
 
 class AdaptiveBatch:
     """A batch size for ``stage`` (named in warnings and errors) that halves on out-of-memory errors."""
@@ -30,9 +48,10 @@ class AdaptiveBatch:
     def map(self, count: int, run: Callable[[int, int], T]) -> list[T]:
         """``[run(start, stop) for each batch]`` over items ``0 .. count-1``, in order.
 
-        ``run`` processes items ``start .. stop-1``. When it raises ``torch.OutOfMemoryError`` the
-        cache is emptied, :attr:`size` is halved (with a warning) and the same items are tried again;
-        :class:`OutOfMemory` is raised when a batch of one item fails.
+        ``run`` processes items ``start .. stop-1``. When it runs out of GPU memory
+        (:func:`is_out_of_memory`) the cache is emptied, :attr:`size` becomes half of the smaller of
+        itself and the failed batch (a short last batch is not a reason to grow back), with a warning,
+        and the same items are tried again; :class:`OutOfMemory` is raised when one item fails.
         """
         results: list[T] = []
         start = 0
@@ -42,7 +61,9 @@ class AdaptiveBatch:
                 results.append(run(start, stop))
                 start = stop
                 continue
-            except torch.OutOfMemoryError as exc:
+            except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(exc):
+                    raise
                 if stop - start <= 1:
                     raise OutOfMemory(
                         f"{self.stage} ran out of GPU memory even with a batch of 1 ({_first_line(exc)}); "
@@ -54,7 +75,7 @@ class AdaptiveBatch:
 
     def _shrink(self, attempted: int) -> None:
         release_cached_memory()
-        self.size = max(1, attempted // 2)
+        self.size = max(1, min(self.size, attempted) // 2)
         warnings.warn(
             f"{self.stage}: out of GPU memory with a batch of {attempted}; continuing with {self.size}",
             stacklevel=3,

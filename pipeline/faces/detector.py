@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.core.adaptive_batch import AdaptiveBatch
 from pipeline.core.checkpoints import load_state_dict
 from pipeline.core.errors import ConfigError, EngineUnavailableError, InputError, NoFaceError, WrongModelError
 from pipeline.core.types import FaceBox
@@ -66,6 +67,8 @@ class FaceDetector:
         self.config = config
         self.device = torch.device(device)
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
+        # Frames per forward; halved (and kept smaller) when the GPU runs out of memory.
+        self.batches = AdaptiveBatch(max(1, int(config.batch_size)), "face detection")
 
     def detect(self, frames: np.ndarray) -> list[list[FaceBox]]:
         """Faces of each frame of ``(N, H, W, 3) uint8`` BGR ``frames``, best score first.
@@ -83,11 +86,8 @@ class FaceDetector:
         clipped), rows by descending score after the score threshold and NMS.
         """
         _check_frames(frames)
-        step = max(1, int(self.config.batch_size))
-        results: list[np.ndarray] = []
-        for start in range(0, len(frames), step):
-            results.extend(self._detect_batch(frames[start : start + step]))
-        return results
+        parts = self.batches.map(len(frames), lambda start, stop: self._detect_batch(frames[start:stop]))
+        return [rows for part in parts for rows in part]
 
     def _detect_batch(self, frames: np.ndarray) -> list[np.ndarray]:
         small = downscale_frames(frames, self.config.detect_max_side)

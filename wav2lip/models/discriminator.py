@@ -1,7 +1,9 @@
 """The visual-quality discriminator (Wav2Lip_disc_qual), parameter-compatible with visual_quality_disc.pth.
 
 It judges only the lower half of each face (where the generator draws the mouth) and returns the
-probability that the face is real.
+probability that the face is real, or (``logits=True``) the logit of it: training computes its losses from
+the logits, since under float16 autocast the sigmoid saturates to exactly 0 or 1 and BCE's gradient turns
+into inf/NaN (every step then skipped by the loss scaler).
 """
 
 from __future__ import annotations
@@ -44,20 +46,26 @@ class Wav2LipDiscQual(nn.Module):
         """Rows ``H//2 ..`` of ``(N, C, H, W)`` faces."""
         return faces[:, :, faces.size(2) // 2 :]
 
-    def forward(self, face_sequences: torch.Tensor) -> torch.Tensor:
-        """``faces (B, 3, T, 96, 96)`` BGR in [0, 1] -> ``(T*B, 1)`` probability that each face is real.
+    def forward(self, face_sequences: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """``faces (B, 3, T, 96, 96)`` BGR in [0, 1] -> ``(T*B, 1)`` probability that each face is real
+        (``logits=True``: its logit, before the final sigmoid).
 
         Row order is time-major: row ``t*B + b`` is clip ``b`` at step ``t``.
         """
         x = self.lower_half(self.to_2d(face_sequences))
         for block in self.face_encoder_blocks:
             x = block(x)
-        return self.binary_pred(x).view(len(x), -1)
+        conv, sigmoid = self.binary_pred
+        out = conv(x).view(len(x), -1)
+        return out if logits else sigmoid(out)
 
     def perceptual_forward(self, false_face_sequences: torch.Tensor) -> torch.Tensor:
-        """The generator's adversarial loss: binary cross-entropy of ``forward(faces)`` against "real".
+        """The generator's adversarial loss: binary cross-entropy of ``forward(faces)`` against "real",
+        computed from the logits in float32 (finite gradients under autocast).
 
-        ``faces (B, 3, T, 96, 96)`` generated BGR in [0, 1] -> scalar loss tensor.
+        ``faces (B, 3, T, 96, 96)`` generated BGR in [0, 1] -> scalar float32 loss tensor.
         """
-        pred = self.forward(false_face_sequences)
-        return F.binary_cross_entropy(pred, torch.ones_like(pred))
+        logit = self.forward(false_face_sequences, logits=True)
+        with torch.autocast(logit.device.type, enabled=False):
+            logit = logit.float()
+            return F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))

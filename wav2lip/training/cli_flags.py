@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.core.device_names import DEVICE_HELP, device_argument
 from pipeline.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -21,7 +22,9 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", metavar="DIR", help="where checkpoints and logs go")
     parser.add_argument("--checkpoint", metavar="FILE", help="start from this checkpoint")
     parser.add_argument("--max-steps", type=int, metavar="N", help="stop after global step N")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    parser.add_argument(
+        "--device", type=device_argument, metavar="DEVICE", help=f"{DEVICE_HELP}; default auto"
+    )
     parser.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --checkpoint-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 

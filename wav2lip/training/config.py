@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pipeline.core.config_io import REPO_ROOT, dump_yaml, from_dict, read_yaml, to_dict
 from pipeline.core.errors import ConfigError
@@ -49,7 +49,7 @@ class SyncNetTrainConfig:
     checkpoint: str | None = None  # start from this file (official release or own run)
     weights_only_init: bool = False  # with `checkpoint`: take weights only (fresh optimizer, step 0)
     resume: bool = True  # continue from the newest checkpoint in checkpoint_dir when there is one
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (checked by choose_device)
     seed: int = 0  # seeds the sample stream (resume continues it exactly)
     max_steps: int | None = None  # stop after this global step (None: run until interrupted)
     batch_size: int = 64  # official syncnet_batch_size; global or per process, see batch_scope
@@ -77,7 +77,7 @@ class Wav2LipTrainConfig:
     weights_only_init: bool = False  # with `checkpoint`: take weights only (fresh optimizer, step 0)
     resume: bool = True  # continue from the newest checkpoint in checkpoint_dir when there is one
     gan: bool = False  # also train the visual-quality discriminator (hq_wav2lip_train.py)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (checked by choose_device)
     seed: int = 0
     max_steps: int | None = None
     batch_size: int = 16  # official batch_size; global or per process, see batch_scope

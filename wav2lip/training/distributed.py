@@ -33,17 +33,26 @@ class DistContext:
 def init_distributed(device_name: str) -> DistContext:
     """Join the torchrun process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, gloo on the CPU).
 
-    Each process uses ``cuda:LOCAL_RANK`` on GPUs. Without torchrun this is a one-process context.
+    On GPUs each process uses :func:`process_gpu` (``cuda:N`` given explicitly is kept). Without torchrun
+    this is a one-process context.
     """
     device = torch.device(choose_device(device_name))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        device = torch.device("cuda", local)
+        if device.index is None:
+            device = torch.device("cuda", process_gpu(local, torch.cuda.device_count()))
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistContext(rank, world, local, device)
+
+
+def process_gpu(local_rank: int, visible_gpus: int) -> int:
+    """The GPU index of the process with ``local_rank``: ``LOCAL_RANK % visible GPUs``. One GPU per
+    process when the launcher shows all of a node's GPUs (torchrun), and ``cuda:0`` when it shows each
+    process only its own (SLURM ``--gpus-per-task=1``, where LOCAL_RANK can exceed 0)."""
+    return local_rank % max(1, visible_gpus)
 
 
 def shutdown_distributed(ctx: DistContext) -> None:

@@ -25,8 +25,17 @@ def cosine_loss(audio_emb: torch.Tensor, face_emb: torch.Tensor, label: torch.Te
         return nn.functional.binary_cross_entropy(sim.clamp(0.0, 1.0).unsqueeze(1), label.float())
 
 
-def bce(prob: torch.Tensor, target_value: float) -> torch.Tensor:
-    """Binary cross-entropy of probabilities ``(N, 1)`` against a constant target, in float32."""
-    with torch.autocast(prob.device.type, enabled=False):
-        prob = prob.float()
-        return nn.functional.binary_cross_entropy(prob, torch.full_like(prob, float(target_value)))
+def bce_logits(logit: torch.Tensor, target_value: float) -> torch.Tensor:
+    """Binary cross-entropy of ``sigmoid(logit)`` for logits ``(N, 1)`` against a constant target, in
+    float32 from the logits: the same value as BCE on probabilities, but with a finite gradient where a
+    float16 sigmoid would have saturated to exactly 0 or 1 (logit above about 8.3 or below about -17)."""
+    with torch.autocast(logit.device.type, enabled=False):
+        logit = logit.float()
+        target = torch.full_like(logit, float(target_value))
+        return nn.functional.binary_cross_entropy_with_logits(logit, target)
+
+
+def scaler_scales(scalers: dict[str, torch.amp.GradScaler | None]) -> dict[str, float]:
+    """``{name: current loss scale}`` of each active scaler, for the training log. A scale that keeps
+    falling means the scaler is skipping steps on inf/NaN gradients."""
+    return {name: float(s.get_scale()) for name, s in scalers.items() if s is not None and s.is_enabled()}

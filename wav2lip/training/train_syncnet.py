@@ -135,7 +135,8 @@ def _step(session: loop.Session, batch) -> tuple[dict[str, float], None]:
     loss, accuracy = train_step(session.run, batch, session.ctx.device, session.config.amp)
     if session.ctx.is_main:
         session.run.stuck.update(loss, session.run.global_step + 1)
-    return {"loss": loss, "accuracy": accuracy}, None
+    scales = objectives.scaler_scales({"loss_scale": session.run.scaler})
+    return {"loss": loss, "accuracy": accuracy, **scales}, None
 
 
 def _evaluate_and_save(session: loop.Session, _outputs) -> None:

@@ -139,7 +139,7 @@ def _perceptual_loss(run: Wav2LipRun, generated: torch.Tensor) -> torch.Tensor:
     # The discriminator's gradients from this loss are discarded, so DDP need not synchronise them.
     no_sync = run.disc.no_sync() if isinstance(run.disc, nn.parallel.DistributedDataParallel) else None
     with no_sync or contextlib.nullcontext():
-        return objectives.bce(run.disc(generated), 1.0)
+        return objectives.bce_logits(run.disc(generated, logits=True), 1.0)
 
 
 def train_step(run: Wav2LipRun, batch, config: Wav2LipTrainConfig, device: torch.device) -> tuple:
@@ -159,16 +159,17 @@ def train_step(run: Wav2LipRun, batch, config: Wav2LipTrainConfig, device: torch
     if run.disc is not None:
         values.update(_disc_step(run, generated.detach(), batch[3].to(device), config, device))
     values["total"] = total.item()
+    values.update(objectives.scaler_scales({"loss_scale": run.scaler, "disc_loss_scale": run.disc_scaler}))
     return values, generated.detach()
 
 
 def _disc_step(run: Wav2LipRun, generated, gt, config, device) -> dict[str, float]:
     run.disc_optimizer.zero_grad(set_to_none=True)
     with objectives.autocast(device, config.amp):
-        real = objectives.bce(run.disc(gt), 1.0)
+        real = objectives.bce_logits(run.disc(gt, logits=True), 1.0)
     run.disc_scaler.scale(real).backward()
     with objectives.autocast(device, config.amp):
-        fake = objectives.bce(run.disc(generated), 0.0)
+        fake = objectives.bce_logits(run.disc(generated, logits=True), 0.0)
     run.disc_scaler.scale(fake).backward()
     run.disc_scaler.step(run.disc_optimizer)
     run.disc_scaler.update()
@@ -192,8 +193,10 @@ def evaluate(run: Wav2LipRun, dataset: Wav2LipDataset, config: Wav2LipTrainConfi
         generated, _, values = generator_losses(run, batch, config, ctx.device, training=False)
         if run.disc is not None:
             with objectives.autocast(ctx.device, config.amp):
-                values["disc_real"] = float(objectives.bce(run.disc(batch[3].to(ctx.device)), 1.0))
-                values["disc_fake"] = float(objectives.bce(run.disc(generated), 0.0))
+                values["disc_real"] = float(
+                    objectives.bce_logits(run.disc(batch[3].to(ctx.device), logits=True), 1.0)
+                )
+                values["disc_fake"] = float(objectives.bce_logits(run.disc(generated, logits=True), 0.0))
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + value
     return {key: distributed.mean_across_ranks(value / n_batches, ctx) for key, value in sums.items()}
