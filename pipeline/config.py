@@ -37,6 +37,9 @@ class PipelineConfig:
     text_string: str | None = None
     audio: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: per network the fastest its architecture and the device support (bf16 on a CPU with native
+    # bf16 and on CUDA, fp16 on CUDA where bf16 is not there, else fp32); fp32 / bf16 / fp16 force one
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     quiet: bool = False
     debug: bool = False
     frame_batch: int = 32  # frames per streaming batch

@@ -77,7 +77,7 @@ def frame():
 
 
 def test_loads_as_a_two_times_upsampler(upsampler):
-    assert upsampler.scale == 2 and not upsampler.half
+    assert upsampler.scale == 2 and upsampler.precision == "fp32"
 
 
 @pytest.mark.parametrize("outscale", [2, 4])
