@@ -163,6 +163,11 @@ def _add_run_flags(group: argparse._ArgumentGroup) -> None:
         metavar="DEVICE",
         help=f"where models run: {DEVICE_HELP} (default auto)",
     )
+    group.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="compute precision (default auto: per network the fastest the device and architecture support)",
+    )
     group.add_argument("--config", metavar="FILE", help="YAML defaults instead of configs/inference.yaml")
     group.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     group.add_argument(
@@ -176,7 +181,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The flags the user gave, nested like the YAML config (``None`` = not given)."""
     return {
         "video": args.video, "text": args.text, "text_string": args.text_string, "audio": args.audio,
-        "device": args.device, "quiet": args.quiet, "debug": args.debug,
+        "device": args.device, "precision": args.precision, "quiet": args.quiet, "debug": args.debug,
         "tts": {
             "engine": args.tts, "voice": args.voice, "speed": args.speed, "model_name": args.tts_model,
             "model_path": args.tts_model_path, "config_path": args.tts_config_path, "speaker": args.speaker,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.core.config_io import REPO_ROOT, deep_merge, drop_none, from_dict, read_yaml
 from pipeline.core.device_names import check_device_name
@@ -38,6 +38,9 @@ class PipelineConfig:
     text_string: str | None = None
     audio: str | None = None
     device: str = "auto"  # auto, cpu, cuda or cuda:N
+    # auto: per network the fastest its architecture and the device support (bf16 on a CPU with native
+    # bf16 and on CUDA, fp16 on CUDA where bf16 is not there, else fp32); fp32 / bf16 / fp16 force one
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     quiet: bool = False
     debug: bool = False
     frame_batch: int = 32  # frames per streaming batch

@@ -75,6 +75,7 @@ class RunSummary:
     total_seconds: float
     audio_saved: Path | None = None
     fps: float = 25.0
+    precisions: dict[str, str] = field(default_factory=dict)  # network -> "fp32" | "bf16" | "fp16" it ran in
 
     def format(self) -> str:
         stages = ", ".join(f"{name} {secs:.1f}s" for name, secs in self.stage_seconds.items())
@@ -84,6 +85,8 @@ class RunSummary:
             f"frames without a face (passed through unchanged): {self.frames_without_face}",
             f"time: {self.total_seconds:.1f}s total; {stages}",
         ]
+        if self.precisions:
+            lines.append("precision: " + ", ".join(f"{net} {kind}" for net, kind in self.precisions.items()))
         if self.audio_saved:
             lines.insert(1, f"speech saved to {self.audio_saved}")
         return "\n".join(lines)
@@ -122,6 +125,7 @@ def run_pipeline(config: PipelineConfig) -> RunSummary:
         total_seconds=time.perf_counter() - started,
         audio_saved=saved_audio,
         fps=config.output.fps,
+        precisions=models.precisions(),
     )
 
 

@@ -63,6 +63,17 @@ class StageChain:
             batch = self.restorer_stage.process(batch, times)
         return batch
 
+    def precisions(self) -> dict[str, str]:
+        """The resolved compute precision of each loaded network (the run summary's "precision" line)."""
+        found = {"lip-sync": self.lipsyncer.precision}
+        if self.detector is not None:
+            found["detection"] = self.detector.precision
+        if self.restorer_stage is not None:
+            found["restoration"] = self.restorer_stage.restorer.precision
+            if self.restorer_stage.bg_upsampler is not None:
+                found["background upscaling"] = self.restorer_stage.bg_upsampler.precision
+        return found
+
     def output_size(self, size: FrameSize) -> FrameSize:
         if self.restorer_stage is None:
             return size
@@ -76,18 +87,18 @@ def load_stages(config: PipelineConfig, weights: WeightPaths, device: str) -> St
     from wav2lip.inference import LipSyncer
 
     generator = wav2lip.load_generator(weights.wav2lip, device)
-    lipsyncer = LipSyncer(generator, config.wav2lip, device)
+    lipsyncer = LipSyncer(generator, config.wav2lip, device, config.precision)
     detector = None
     if weights.detector is not None:
         from pipeline.faces.detector import load_detector
 
-        detector = load_detector(config.detect, weights.detector, device)
+        detector = load_detector(config.detect, weights.detector, device, config.precision)
     stage = None
     if weights.restorer is not None:
         import restore
 
         stage = restore.build_stage(
-            config.restore, weights.restorer, weights.parsing, weights.bg_upsampler, device
+            config.restore, weights.restorer, weights.parsing, weights.bg_upsampler, device, config.precision
         )
     elif config.restore.upscale != 1:
         warnings.warn("--upscale needs a restorer; the output keeps the input size", stacklevel=2)

@@ -23,7 +23,7 @@ import spandrel_extra_arches
 import torch
 
 from pipeline.core.checkpoints import load_state_dict
-from pipeline.core.devices import float16_autocast, place_model, to_channels_last
+from pipeline.core.devices import place_model, precision_autocast, resolve_precision, to_channels_last
 from pipeline.core.errors import ConfigError, WrongModelError
 from pipeline.core.finite import NonFiniteFrames
 from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_tensor, output_to_faces
@@ -48,12 +48,15 @@ OTHER_MODEL_SIGNATURES = (
 
 
 def load_restorer(
-    path: str | Path, device: str | torch.device = "cpu", half: bool | None = None
+    path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"
 ) -> FaceRestorer:
     """Load a GFPGAN / CodeFormer / RestoreFormer checkpoint onto ``device``.
 
-    ``half``: run in float16 (autocast); ``None`` means on CUDA only. Raises ``MissingWeightsError`` /
-    ``WeightsError`` for unreadable files and ``WrongModelError`` for files that hold another model.
+    ``precision``: "auto" / "fp32" / "bf16" / "fp16", resolved against spandrel's ``supports_half`` /
+    ``supports_bfloat16`` flags (GFPGAN, CodeFormer and RestoreFormer: no float16, which gives black
+    blotches and CodeFormer flicker) by :func:`~pipeline.core.devices.resolve_precision`.
+    Raises ``MissingWeightsError`` / ``WeightsError`` for unreadable files and ``WrongModelError`` for
+    files that hold another model.
     """
     path = Path(path)
     state = load_state_dict(path, "face restorer")
@@ -64,10 +67,11 @@ def load_restorer(
             f"{path} holds a {descriptor.architecture.name} {descriptor.purpose} model, not a face "
             "restorer; use GFPGANv1.4.pth, GFPGANv1.3.pth or codeformer.pth"
         )
-    model, device, half = place_model(descriptor.model, device, half)
+    model, device = place_model(descriptor.model, device)
     if kind in CHANNELS_LAST_KINDS:
         to_channels_last(model)
-    return FaceRestorer(model, kind, device, half)
+    chosen = resolve_precision(precision, device, descriptor.supports_half, descriptor.supports_bfloat16)
+    return FaceRestorer(model, kind, device, chosen)
 
 
 def describe_state_dict(state: dict[str, torch.Tensor], path: Path) -> spandrel.ModelDescriptor:
@@ -105,20 +109,20 @@ class FaceRestorer:
         model: torch.nn.Module,
         kind: str,
         device: torch.device,
-        half: bool,
+        precision: str = "fp32",
         face_size: int = RESTORE_FACE_SIZE,
     ) -> None:
         self.model = model
         self.kind = kind  # "gfpgan" | "codeformer" | "restoreformer"
         self.device = device
-        self.half = half
+        self.precision = precision  # "fp32" | "bf16" | "fp16", already resolved for this network
         self.face_size = face_size  # pixels, side of the aligned crops the network takes (512 when loaded)
         self._forward = _FORWARDS[kind]
         self.memory_format = torch.channels_last if kind in CHANNELS_LAST_KINDS else torch.contiguous_format
         self.nonfinite = NonFiniteFrames("face restoration")
 
     def __repr__(self) -> str:
-        return f"FaceRestorer(kind={self.kind!r}, device={self.device}, half={self.half})"
+        return f"FaceRestorer(kind={self.kind!r}, device={self.device}, precision={self.precision!r})"
 
     def restore_aligned(
         self, faces: np.ndarray, fidelity: float = 0.5, frame_numbers: np.ndarray | None = None
@@ -137,7 +141,7 @@ class FaceRestorer:
         if len(faces) == 0:
             return faces.copy()
         inputs = faces_to_tensor(faces).to(self.device).contiguous(memory_format=self.memory_format)
-        with torch.inference_mode(), float16_autocast(self.device, self.half):
+        with torch.inference_mode(), precision_autocast(self.device, self.precision):
             output = self._forward(self.model, inputs, fidelity)
         restored, replaced = output_to_faces(output, faces)
         numbers = np.arange(len(faces)) if frame_numbers is None else np.asarray(frame_numbers)

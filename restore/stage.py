@@ -198,15 +198,17 @@ def build_stage(
     parsing_path: str | Path | None = None,
     bg_path: str | Path | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> FaceRestoreStage:
     """Load the models ``cfg`` asks for and build the stage (``cfg.restorer == "none"`` is not a stage).
 
     ``parsing_path``: ``parsing_parsenet.pth`` or ``None`` (square soft mask, with a warning when
     ``cfg.parsing``); ``bg_path``: ``RealESRGAN_x2plus.pth`` or ``None`` (Lanczos background).
+    ``precision`` is resolved per network (restorer, upsampler) against its architecture's flags.
     """
     if cfg.restorer == "none":
         raise ConfigError("restore.restorer is none: there is no restoration stage to build")
-    restorer = load_restorer(restorer_path, device)
+    restorer = load_restorer(restorer_path, device, precision)
     if restorer.kind != cfg.restorer:
         raise WrongModelError(
             f"restore.restorer is {cfg.restorer} but {restorer_path} holds a {restorer.kind} model; "
@@ -226,5 +228,5 @@ def build_stage(
                 "RealESRGAN_x2plus.pth not found: the background is upscaled with Lanczos", stacklevel=2
             )
         else:
-            upsampler = load_bg_upsampler(bg_path, device)
+            upsampler = load_bg_upsampler(bg_path, device, precision)
     return FaceRestoreStage(restorer, cfg, parser, upsampler)

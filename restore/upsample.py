@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from pipeline.core.adaptive_batch import AdaptiveBatch
 from pipeline.core.checkpoints import load_state_dict
-from pipeline.core.devices import float16_autocast, place_model
+from pipeline.core.devices import place_model, precision_autocast, resolve_precision
 from pipeline.core.errors import WrongModelError
 from pipeline.core.finite import NonFiniteFrames, nonfinite_items
 
@@ -29,11 +29,12 @@ MAX_FRAMES_PER_FORWARD = 64  # frames upsampled together (fewer after a GPU out-
 
 
 def load_bg_upsampler(
-    path: str | Path, device: str | torch.device = "cpu", half: bool | None = None
+    path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"
 ) -> BackgroundUpsampler:
     """Load a super-resolution checkpoint spandrel knows (e.g. ``RealESRGAN_x2plus.pth``).
 
-    ``half``: float16 autocast, ``None`` meaning on CUDA only. ``WrongModelError`` for other models.
+    ``precision``: "auto" / "fp32" / "bf16" / "fp16", resolved against the descriptor's flags.
+    ``WrongModelError`` for other models.
     """
     path = Path(path)
     state = load_state_dict(path, "background upsampler")
@@ -48,8 +49,9 @@ def load_bg_upsampler(
             f"{path} holds a {descriptor.architecture.name} {descriptor.purpose} model, not an RGB "
             "super-resolution network; use RealESRGAN_x2plus.pth"
         )
-    model, device, half = place_model(descriptor.model, device, half)
-    return BackgroundUpsampler(model, descriptor.scale, device, half)
+    model, device = place_model(descriptor.model, device)
+    chosen = resolve_precision(precision, device, descriptor.supports_half, descriptor.supports_bfloat16)
+    return BackgroundUpsampler(model, descriptor.scale, device, chosen)
 
 
 class BackgroundUpsampler:
@@ -60,14 +62,14 @@ class BackgroundUpsampler:
         model: torch.nn.Module,
         scale: int,
         device: torch.device,
-        half: bool,
+        precision: str = "fp32",
         tile_size: int = TILE_SIZE,
         tile_pad: int = TILE_PAD,
     ) -> None:
         self.model = model
         self.scale = scale  # the network's own factor
         self.device = device
-        self.half = half
+        self.precision = precision  # "fp32" | "bf16" | "fp16", already resolved for this network
         self.tile_size = tile_size
         self.tile_pad = tile_pad
         self.batches = AdaptiveBatch(MAX_FRAMES_PER_FORWARD, "background upscaling")
@@ -88,7 +90,7 @@ class BackgroundUpsampler:
         _, height, width, _ = frames.shape
         inputs = frames_to_unit(frames).to(self.device)
         padded, pad_h, pad_w = mod_pad(inputs, MOD_SCALE.get(self.scale))
-        with torch.inference_mode(), float16_autocast(self.device, self.half):
+        with torch.inference_mode(), precision_autocast(self.device, self.precision):
             output = tiled_forward(self.model, padded, self.scale, self.tile_size, self.tile_pad)
         output = output[:, :, : height * self.scale, : width * self.scale]
         images = unit_to_frames(output)

@@ -591,7 +591,7 @@ def _restore_stage(network: torch.nn.Module, batch_size: int):
     from restore.restorers import FaceRestorer
     from restore.stage import FaceRestoreStage
 
-    restorer = FaceRestorer(network, "gfpgan", torch.device("cpu"), half=False)
+    restorer = FaceRestorer(network, "gfpgan", torch.device("cpu"), precision="fp32")
     return FaceRestoreStage(restorer, RestoreConfig(parsing=False, batch_size=batch_size))
 
 
@@ -673,7 +673,7 @@ def test_background_upscaling_out_of_memory_halves_the_frames_per_forward():
 
     frames = np.random.default_rng(4).integers(0, 256, (3, 24, 32, 3), dtype=np.uint8)
     wrapped = FailsAbove(NearestTwice(), limit=1)
-    upsampler = BackgroundUpsampler(wrapped, 2, torch.device("cpu"), half=False)
+    upsampler = BackgroundUpsampler(wrapped, 2, torch.device("cpu"), precision="fp32")
     warning = "background upscaling: out of GPU memory with a batch of 3; continuing with 1"
     with pytest.warns(UserWarning, match=warning):
         out = upsampler.upsample(frames, 2)

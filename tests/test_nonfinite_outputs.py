@@ -57,7 +57,7 @@ def test_nonfinite_items_finds_nan_and_inf_per_item():
 
 
 def test_a_nan_face_keeps_its_input_and_the_restorer_warns_once():
-    restorer = FaceRestorer(WhiteFaces(), "gfpgan", torch.device("cpu"), half=False, face_size=8)
+    restorer = FaceRestorer(WhiteFaces(), "gfpgan", torch.device("cpu"), precision="fp32", face_size=8)
     faces = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     with pytest.warns(UserWarning, match=r"face restoration: .*frame\(s\) 41;"):
         out = restorer.restore_aligned(faces, frame_numbers=np.array([40, 41, 42]))
@@ -70,7 +70,7 @@ def test_a_nan_face_keeps_its_input_and_the_restorer_warns_once():
 
 
 def test_a_nan_upscaled_frame_is_lanczos_upscaled_instead():
-    upsampler = BackgroundUpsampler(NearestTwice(), 2, torch.device("cpu"), half=False)
+    upsampler = BackgroundUpsampler(NearestTwice(), 2, torch.device("cpu"), precision="fp32")
     frames = np.random.default_rng(1).integers(0, 256, (3, 6, 10, 3), dtype=np.uint8)
     with pytest.warns(UserWarning, match=r"background upscaling: .*frame\(s\) 8;"):
         out = upsampler.upsample(frames, 2, first_frame=7)

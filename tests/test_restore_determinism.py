@@ -78,7 +78,7 @@ def test_cuda_float16_is_deterministic_and_close_to_cpu(faces):
     cpu = tiny_gfpgan(seed=7)
     gpu = tiny_gfpgan(seed=7)
     gpu.model.to("cuda")
-    gpu.device, gpu.half = torch.device("cuda"), True
+    gpu.device, gpu.precision = torch.device("cuda"), "bf16"
     first = gpu.restore_aligned(faces)
     torch.manual_seed(3)
     np.testing.assert_array_equal(gpu.restore_aligned(faces), first)

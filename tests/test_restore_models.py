@@ -88,7 +88,7 @@ def parsenet_path(tmp_path_factory):
 
 
 def test_gfpgan_is_recognised_with_the_official_layout(gfpgan, gfpgan_path):
-    assert gfpgan.kind == "gfpgan" and gfpgan.face_size == 512 and not gfpgan.half
+    assert gfpgan.kind == "gfpgan" and gfpgan.face_size == 512 and gfpgan.precision == "fp32"
     layout = load_layout("gfpgan_v1_clean_512")
     model_state = gfpgan.model.state_dict()
     assert {k: list(v.shape) for k, v in model_state.items()} == {k: s["shape"] for k, s in layout.items()}

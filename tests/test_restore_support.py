@@ -92,7 +92,7 @@ def seed_module(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def tiny_gfpgan(seed: int = 0) -> FaceRestorer:
     """A narrow GFPGANv1Clean (the class spandrel loads GFPGAN v1.3/v1.4 into) for 64-pixel crops."""
     model = GFPGAN(out_size=TINY_FACE, num_style_feat=64, channel_multiplier=1, narrow=0.25, num_mlp=2)
-    return FaceRestorer(seed_module(model, seed), "gfpgan", torch.device("cpu"), False, face_size=TINY_FACE)
+    return FaceRestorer(seed_module(model, seed), "gfpgan", torch.device("cpu"), "fp32", face_size=TINY_FACE)
 
 
 def tiny_parser(seed: int = 0) -> FaceParser:

@@ -77,7 +77,7 @@ def frame():
 
 
 def test_loads_as_a_two_times_upsampler(upsampler):
-    assert upsampler.scale == 2 and not upsampler.half
+    assert upsampler.scale == 2 and upsampler.precision == "fp32"
 
 
 @pytest.mark.parametrize("outscale", [2, 4])
@@ -90,7 +90,7 @@ def test_matches_official_enhance(upsampler, frame, outscale):
 
 
 def test_tiles_with_enough_overlap_match_the_whole_frame(upsampler, frame):
-    tiled = BackgroundUpsampler(upsampler.model, 2, upsampler.device, False, tile_size=16, tile_pad=40)
+    tiled = BackgroundUpsampler(upsampler.model, 2, upsampler.device, "fp32", tile_size=16, tile_pad=40)
     whole = upsampler.upsample(frame[None], 2)
     diff = np.abs(tiled.upsample(frame[None], 2).astype(int) - whole)
     assert diff.max() <= 1 and np.mean(diff > 0) < 0.01

@@ -247,6 +247,6 @@ def test_cuda_float16_autocast_is_close_to_cpu(generator):
     cpu = forward_generator(generator, faces, mel_in, 4, "cpu")
     cuda_model = Wav2Lip().cuda().eval()
     cuda_model.load_state_dict(generator.state_dict())
-    gpu = forward_generator(cuda_model, faces, mel_in, 2, "cuda")
+    gpu = forward_generator(cuda_model, faces, mel_in, 2, "cuda", "fp16")
     assert gpu.dtype == np.float32
     np.testing.assert_allclose(gpu, cpu, atol=2e-2, rtol=0)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.core.adaptive_batch import AdaptiveBatch
-from pipeline.core.devices import batch_size_for, float16_autocast, to_channels_last
+from pipeline.core.devices import batch_size_for, precision_autocast, resolve_precision, to_channels_last
 from pipeline.core.errors import AudioError, ConfigError, NoFaceError
 from pipeline.core.finite import NonFiniteFrames, nonfinite_items
 from pipeline.core.types import FaceBox, FrameBatch
@@ -90,10 +90,12 @@ def forward_generator(
     mel_inputs: np.ndarray,
     batch_size: int | AdaptiveBatch,
     device: str | torch.device,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Run ``model`` (eval mode) over ``(N, 6, 96, 96)`` faces and ``(N, 1, 80, 16)`` mels in batches.
 
-    Returns ``(N, 3, 96, 96) float32`` BGR in [0, 1]. On CUDA the forward runs under float16 autocast.
+    Returns ``(N, 3, 96, 96) float32`` BGR in [0, 1]. The forward runs under ``precision``'s autocast
+    ("fp32", "bf16" or "fp16", already resolved).
     The faces go in channels-last, the layout oneDNN and cuDNN convolve fastest (same values).
     Each face is computed independently, so the result does not depend on ``batch_size``. Out of GPU
     memory, the batch is halved and retried (an :class:`AdaptiveBatch` passed in keeps the smaller size).
@@ -105,7 +107,7 @@ def forward_generator(
         faces = torch.from_numpy(face_inputs[start:stop]).to(device)
         faces = faces.contiguous(memory_format=torch.channels_last)
         mels = torch.from_numpy(mel_inputs[start:stop]).to(device)
-        with torch.inference_mode(), float16_autocast(device):
+        with torch.inference_mode(), precision_autocast(device, precision):
             pred = model(mels, faces)
         return pred.float().cpu().numpy()
 
@@ -168,6 +170,7 @@ def lipsync_frames(
     *,
     first_index: int = 0,
     nonfinite: NonFiniteFrames | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Lip-sync each frame's face to its mel window; frames without a face pass through unchanged.
 
@@ -176,6 +179,7 @@ def lipsync_frames(
     ``first_index`` (the video index of ``frames[0]``) labels errors and warnings. A face the generator
     returns NaN or infinity for is not pasted (that frame keeps its input face); ``nonfinite`` (one per
     stage, so it warns once) collects those frame numbers.
+    ``precision`` is the generator's resolved compute precision (see :func:`forward_generator`).
     """
     # 1. Check inputs
     if not (len(frames) == len(boxes) == len(mels)):
@@ -193,7 +197,7 @@ def lipsync_frames(
     crops = np.stack([crop_face(frames[i], clipped[i]) for i in with_face])
     mel_inputs = prepare_mel_inputs(np.asarray(mels)[with_face])
     # 3. Generate
-    pred = forward_generator(model, prepare_face_inputs(crops), mel_inputs, batch_size, device)
+    pred = forward_generator(model, prepare_face_inputs(crops), mel_inputs, batch_size, device, precision)
     # 4. Paste back, except where the generator returned NaN or infinity (the frame keeps its face)
     replaced = nonfinite_items(pred)
     (nonfinite or NonFiniteFrames("lip-sync")).report(first_index + np.asarray(with_face)[replaced])
@@ -207,10 +211,17 @@ class LipSyncer:
     """The lip-sync stage: ``FrameBatch`` in, ``FrameBatch`` with generated mouths out.
 
     ``model`` is a loaded :class:`~wav2lip.models.Wav2Lip` (put into eval mode here), ``cfg`` the
-    ``wav2lip`` config section, ``device`` where the model lives.
+    ``wav2lip`` config section, ``device`` where the model lives, ``precision`` "auto" / "fp32" / "bf16" /
+    "fp16" (resolved here for the device; :attr:`precision` says what runs).
     """
 
-    def __init__(self, model: nn.Module, cfg: Wav2LipConfig, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: Wav2LipConfig,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+    ) -> None:
         if cfg.paste not in PASTE_MODES:
             raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {cfg.paste!r}")
         if cfg.feather_px < 0:
@@ -220,6 +231,7 @@ class LipSyncer:
         self.model = to_channels_last(model.eval())
         self.cfg = cfg
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.batches = AdaptiveBatch(resolve_batch_size(cfg.batch_size, self.device), "lip-sync")
         self.nonfinite = NonFiniteFrames("lip-sync")
 
@@ -241,6 +253,7 @@ class LipSyncer:
             self.cfg.feather_px,
             first_index=batch.start_index,
             nonfinite=self.nonfinite,
+            precision=self.precision,
         )
         return batch.with_frames(frames)
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from pipeline.core.adaptive_batch import AdaptiveBatch
 from pipeline.core.checkpoints import load_state_dict
+from pipeline.core.devices import precision_autocast, resolve_precision
 from pipeline.core.errors import ConfigError, EngineUnavailableError, InputError, NoFaceError, WrongModelError
 from pipeline.core.types import FaceBox
 from pipeline.faces.config import DetectConfig
@@ -60,12 +61,18 @@ class FaceDetector:
     """
 
     def __init__(
-        self, network: torch.nn.Module, anchor_cfg: dict[str, Any], config: DetectConfig, device: Any
+        self,
+        network: torch.nn.Module,
+        anchor_cfg: dict[str, Any],
+        config: DetectConfig,
+        device: Any,
+        precision: str = "fp32",
     ) -> None:
         self.network = network
         self.anchor_cfg = anchor_cfg
         self.config = config
         self.device = torch.device(device)
+        self.precision = precision  # "fp32" | "bf16" | "fp16", already resolved
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
         # Frames per forward; halved (and kept smaller) when the GPU runs out of memory.
         self.batches = AdaptiveBatch(max(1, int(config.batch_size)), "face detection")
@@ -103,7 +110,7 @@ class FaceDetector:
         mean = torch.tensor(RETINAFACE_MEAN_BGR, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         inputs = torch.from_numpy(np.ascontiguousarray(small)).to(self.device)
         inputs = inputs.permute(0, 3, 1, 2).float() - mean
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_autocast(self.device, self.precision):
             loc, scores, landmarks = self.network(inputs)
         return loc.float(), scores.float(), landmarks.float()
 
@@ -113,8 +120,12 @@ class FaceDetector:
         return self._priors[size]
 
 
-def load_detector(config: DetectConfig, checkpoint_path: str | Path, device: Any) -> FaceDetector:
+def load_detector(
+    config: DetectConfig, checkpoint_path: str | Path, device: Any, precision: str = "fp32"
+) -> FaceDetector:
     """Build ``config.model``'s RetinaFace, load ``checkpoint_path`` strictly, move it to ``device``.
+
+    ``precision``: "auto" / "fp32" / "bf16" / "fp16" (:func:`~pipeline.core.devices.resolve_precision`).
 
     The official files are bare state dicts whose keys may carry ``module.``. Raises
     MissingWeightsError / WeightsError for unreadable files, WrongModelError for a checkpoint of
@@ -128,7 +139,8 @@ def load_detector(config: DetectConfig, checkpoint_path: str | Path, device: Any
     _check_state_dict(network, state, checkpoint_path, config.model)
     network.load_state_dict(state, strict=True)
     network.to(device).eval()
-    return FaceDetector(network, dict(network.cfg), config, device)
+    chosen = resolve_precision(precision, device)
+    return FaceDetector(network, dict(network.cfg), config, device, chosen)
 
 
 def build_retinaface(network_name: str) -> torch.nn.Module:

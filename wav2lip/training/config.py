@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pipeline.core.config_io import REPO_ROOT, dump_yaml, from_dict, read_yaml, to_dict
 from pipeline.core.errors import ConfigError
