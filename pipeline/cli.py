@@ -278,8 +278,13 @@ class Terminated(KeyboardInterrupt):
 def _report(exc: BaseException, code: int, debug: bool, cause: BaseException | None = None) -> int:
     if debug:
         traceback.print_exception(cause or exc)
+    print(error_line(exc), file=sys.stderr)
+    return code
+
+
+def error_line(exc: BaseException) -> str:
+    """The one ``error: ...`` line a failure is reported with (the CLI's and the web UI's)."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if not isinstance(exc, LipSyncError):
         message = f"{type(exc).__name__}: {message} (run with --debug for the traceback)"
-    print(f"error: {message}", file=sys.stderr)
-    return code
+    return f"error: {message}"
