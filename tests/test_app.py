@@ -70,7 +70,7 @@ def test_cancel_stops_the_render_and_leaves_no_file(wav2lip_checkpoint, tmp_path
     assert any(desc.startswith("render ") and "frames" in desc for desc in stages)
     assert not (tmp_path / "out").exists()  # nor a partial file, nor the folder made for it
     assert renderer.cancel("me") == "nothing is rendering"
-    output, summary, status = renderer.render(form, "me")  # the models loaded once are used again
+    output, summary, status = renderer.render({**form, "text": "Hi."}, "me")  # the same models again
     assert status == "done" and output.is_file() and summary.startswith(f"wrote {output}")
     assert renderer.models.loads == 1
 
