@@ -1,7 +1,7 @@
 # The two commands a newcomer runs: `make demo` and `make test` (both set up .venv first).
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint weights check bench clean
+.PHONY: setup demo test lint weights check bench clean ui ui-deps
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,13 @@ weights: setup
 
 check: setup
 	$(PY) run_pipeline.py --check
+
+# The web UI (optional extra: gradio). The lock constrains it so that no pinned package moves.
+ui-deps: setup
+	python3 -m uv pip install --quiet --python $(PY) -r requirements-ui.txt --constraint requirements.lock
+
+ui: ui-deps
+	$(PY) -m pipeline.app
 
 bench: setup
 	$(PY) benchmarks/bench_pipeline.py

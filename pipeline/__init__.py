@@ -18,12 +18,15 @@ if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
 
 
-def run(config: "PipelineConfig") -> Any:
-    """Render the video described by ``config``; returns a :class:`pipeline.render.RunSummary`."""
+def run(config: "PipelineConfig", **options: Any) -> Any:
+    """Render the video described by ``config``; returns a :class:`pipeline.render.RunSummary`.
+
+    ``options`` go to :func:`pipeline.render.run_pipeline` (``models``: a
+    :class:`pipeline.model_cache.ModelCache` kept between renders; ``progress``: a callback)."""
     from pipeline.render import run_pipeline
 
     _return_freed_frames_to_the_system()
-    return run_pipeline(config)
+    return run_pipeline(config, **options)
 
 
 # glibc serves allocations above this size with mmap, so a freed batch of frames goes back to the system

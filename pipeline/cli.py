@@ -175,6 +175,9 @@ def _add_run_flags(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument("--quiet", action="store_true", default=None, help="no progress bars or summary")
     group.add_argument("--debug", action="store_true", default=None, help="show the full traceback on errors")
+    group.add_argument("--batch", metavar="FILE", help="render every job (row) of a .csv or .yaml jobs file")
+    group.add_argument("--batch-dir", metavar="DIR", help="render each name.mp4|jpg with its name.txt|wav")
+    group.add_argument("--overwrite", action="store_true", help="with --batch: redo jobs whose output exists")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -252,6 +255,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         warnings.showwarning = _show_warning
         for category in LIBRARY_WARNINGS:  # notes for developers of the libraries, not for users
             warnings.simplefilter("ignore", category)
+        if args.batch or args.batch_dir:  # -o is the output folder then; the jobs are checked one by one
+            from pipeline.batch import run_batch_command
+
+            return run_batch_command(args, build_parser(), overrides_from_args)
         summary = pipeline.run(config)
     if not config.quiet:
         print(summary.format())
@@ -282,8 +289,13 @@ class Terminated(KeyboardInterrupt):
 def _report(exc: BaseException, code: int, debug: bool, cause: BaseException | None = None) -> int:
     if debug:
         traceback.print_exception(cause or exc)
+    print(error_line(exc), file=sys.stderr)
+    return code
+
+
+def error_line(exc: BaseException) -> str:
+    """The one ``error: ...`` line a failure is reported with (the CLI's and the web UI's)."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if not isinstance(exc, LipSyncError):
         message = f"{type(exc).__name__}: {message} (run with --debug for the traceback)"
-    print(f"error: {message}", file=sys.stderr)
-    return code
+    return f"error: {message}"

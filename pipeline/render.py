@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from pipeline.core.media import FrameCounter, FrameSize, VideoWriter, read_first
 from pipeline.core.types import FrameBatch
 from pipeline.frames import iter_input_frames, iter_output_frames
 from pipeline.inputs import RenderInputs, check_inputs
+from pipeline.model_cache import ModelCache
 from pipeline.output_files import output_folder
 from pipeline.prefetch import BackgroundConsumer, prefetch
 from pipeline.speech import SpeechTrack, save_wav, speech_audio, speech_track
@@ -35,6 +36,8 @@ from pipeline.stages import StageChain, load_stages
 
 if TYPE_CHECKING:
     from pipeline.faces.tracking import FaceTrack
+
+Progress = Callable[[str, int, int], None]  # (stage, frames done, frames in all or 0) -> None
 
 # Bytes of decoded BGR frames per streaming batch (64 MiB: 32 frames at 480p, 10 at 1080p, 2 at 4K).
 # The decoder thread, the models and the encoder thread hold up to about eight batches between them.
@@ -92,26 +95,34 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def run_pipeline(config: PipelineConfig) -> RunSummary:
+def run_pipeline(
+    config: PipelineConfig, models: ModelCache | None = None, progress: Progress | None = None
+) -> RunSummary:
+    """Render the video ``config`` describes. ``models`` keeps the loaded models for later renders (a
+    batch, the web UI); ``progress(stage, frames_done, frames_total)`` is called as the work goes on
+    (``frames_total`` 0 when not known yet) and may raise to stop the render, which then leaves no
+    output behind."""
     started = time.perf_counter()
     times = StageTimes()
+    report = progress or _no_progress
     # 1. Check inputs and weights before any heavy work.
     inputs = check_inputs(config)
     weights = resolve_weights(config)
     # 2. Speech, first frame and models (prepared side by side).
-    ready = _prepare(config, inputs, weights, times)
+    report("speech and models", 0, 0)
+    ready = _prepare(config, inputs, weights, times, models)
     models, speech, first = ready.models, ready.speech, ready.first
     size = FrameSize(first.shape[1], first.shape[0])
     # 3. Detect and track the face (or take the fixed box).
     if ready.box_frames is not None:
         track = models.fixed_box_track(ready.box_frames, size)
     else:
-        track = _track(config, inputs, models, size, speech.frame_count, first, times)
+        track = _track(config, inputs, models, size, speech.frame_count, first, times, report)
     # 4. Stream the render.
     indices = timeline.source_indices(len(track.faces), speech.frame_count)
     out_size = models.output_size(size)
     with output_folder(inputs.output.parent):  # created now, removed again if the render fails
-        _render(config, inputs, models, speech, track, indices, size, out_size, first, times)
+        _render(config, inputs, models, speech, track, indices, size, out_size, first, times, report)
     # 5. The speech is kept only once the video exists, so a failed run leaves nothing behind.
     saved_audio = save_wav(speech.audio, Path(config.output.save_audio)) if config.output.save_audio else None
     return RunSummary(
@@ -146,7 +157,11 @@ def _choose_device(requested: str) -> str:
 
 
 def _prepare(
-    config: PipelineConfig, inputs: RenderInputs, weights: WeightPaths, times: StageTimes
+    config: PipelineConfig,
+    inputs: RenderInputs,
+    weights: WeightPaths,
+    times: StageTimes,
+    cache: ModelCache | None,
 ) -> _Prepared:
     """One thread imports torch, picks the device and loads the models (seconds) while this thread makes
     the speech and reads the first frame through ffmpeg; with ``--box`` another ffmpeg counts the frames."""
@@ -154,7 +169,7 @@ def _prepare(
     counter: FrameCounter | None = None
     try:
         device = loader.submit(_choose_device, config.device)
-        loading = loader.submit(lambda: load_stages(config, weights, device.result()))
+        loading = loader.submit(lambda: load_stages(config, weights, device.result(), cache))
         t0 = time.perf_counter()
         audio = speech_audio(config, inputs, device.result)
         times.add("speech", time.perf_counter() - t0)
@@ -201,6 +216,7 @@ def _track(
     n_output: int,
     first: np.ndarray,
     times: StageTimes,
+    report: Progress,
 ) -> FaceTrack:
     """Detect and track the face over the input frames that the output will show."""
     fps = config.output.fps
@@ -211,7 +227,8 @@ def _track(
         batches = prefetch(iter_input_frames(inputs.video, size, fps, batch, n_output))
     decode_before, start = times.seconds.get("decode", 0.0), time.perf_counter()
     try:
-        track = models.track_faces(times.timed("decode", batches), size, progress=not config.quiet)
+        counted = _reported("detect", times.timed("decode", batches), n_output, report)
+        track = models.track_faces(counted, size, progress=not config.quiet)
     finally:
         batches.close()  # stop the decoder thread and ffmpeg now, also on an error
     decode_spent = times.seconds.get("decode", 0.0) - decode_before
@@ -230,6 +247,7 @@ def _render(
     out_size: FrameSize,
     first: np.ndarray,
     times: StageTimes,
+    report: Progress,
 ) -> None:
     """Decode (thread) -> lip-sync -> restore (this thread) -> encode (thread), batch by batch."""
     batch = frames_per_batch(config.frame_batch, max(size, out_size, key=lambda s: s.frame_bytes))
@@ -248,6 +266,7 @@ def _render(
                 encoder.put(item.frames)
                 times.add("encode", time.perf_counter() - t0)
                 bar.update(len(item))
+                report("render", bar.n, len(indices))
             t0 = time.perf_counter()
             encoder.finish()
             if writer.frames_written != len(indices):
@@ -260,6 +279,22 @@ def _render(
         finally:
             encoder.cancel()
             batches.close()
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _reported(
+    stage: str, batches: Iterator[np.ndarray], total: int, report: Progress
+) -> Iterator[np.ndarray]:
+    """``batches`` unchanged, with ``report(stage, frames so far, total)`` after each batch."""
+    done = 0
+    report(stage, done, total)
+    for batch in batches:
+        yield batch
+        done += len(batch)
+        report(stage, done, total)
 
 
 def _frame_batches(

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 from pipeline.config import PipelineConfig
 from pipeline.core.media import FrameSize
 from pipeline.core.types import FrameBatch, StageClock
+from pipeline.faces.config import DetectConfig
 from pipeline.faces.landmarks import prepare_landmarks
 from pipeline.faces.tracking import FaceTrack, fixed_box_track
+from pipeline.model_cache import ModelCache, call_loader
 from pipeline.stage_weights import WeightPaths
 
 if TYPE_CHECKING:  # these import torch: only the stages that run need it
@@ -81,24 +83,38 @@ class StageChain:
         return FrameSize(width, height)
 
 
-def load_stages(config: PipelineConfig, weights: WeightPaths, device: str) -> StageChain:
-    """The stage models ``weights`` names, loaded on ``device`` and chained."""
+def load_stages(
+    config: PipelineConfig, weights: WeightPaths, device: str, models: ModelCache | None = None
+) -> StageChain:
+    """The stage models ``weights`` names, loaded on ``device`` and chained. With ``models`` the
+    networks come from (and stay in) that cache; the light per-run wrappers are built anew."""
     import wav2lip
     from wav2lip.inference import LipSyncer
 
-    generator = wav2lip.load_generator(weights.wav2lip, device)
+    load = models.load if models is not None else call_loader
+    generator = load(wav2lip.load_generator, weights.wav2lip, device)
     lipsyncer = LipSyncer(generator, config.wav2lip, device, config.precision)
     detector = None
     if weights.detector is not None:
-        from pipeline.faces.detector import load_detector
+        from pipeline.faces.detector import FaceDetector, load_detector
 
-        detector = load_detector(config.detect, weights.detector, device, config.precision)
+        # The network depends only on the model name; the run's detection settings go in the wrapper.
+        loaded = load(
+            load_detector, DetectConfig(model=config.detect.model), weights.detector, device, config.precision
+        )
+        detector = FaceDetector(loaded.network, loaded.anchor_cfg, config.detect, device, loaded.precision)
     stage = None
     if weights.restorer is not None:
         import restore
 
         stage = restore.build_stage(
-            config.restore, weights.restorer, weights.parsing, weights.bg_upsampler, device, config.precision
+            config.restore,
+            weights.restorer,
+            weights.parsing,
+            weights.bg_upsampler,
+            device,
+            config.precision,
+            load,
         )
     elif config.restore.upscale != 1:
         warnings.warn("--upscale needs a restorer; the output keeps the input size", stacklevel=2)

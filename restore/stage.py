@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -199,8 +201,12 @@ def build_stage(
     bg_path: str | Path | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    load: Callable[..., Any] = lambda loader, *args: loader(*args),
 ) -> FaceRestoreStage:
     """Load the models ``cfg`` asks for and build the stage (``cfg.restorer == "none"`` is not a stage).
+
+    ``load(loader, path, device)`` runs each model loader; a caller that keeps models between renders
+    passes one that returns the model it already has (``pipeline.model_cache.ModelCache.load``).
 
     ``parsing_path``: ``parsing_parsenet.pth`` or ``None`` (square soft mask, with a warning when
     ``cfg.parsing``); ``bg_path``: ``RealESRGAN_x2plus.pth`` or ``None`` (Lanczos background).
@@ -208,7 +214,7 @@ def build_stage(
     """
     if cfg.restorer == "none":
         raise ConfigError("restore.restorer is none: there is no restoration stage to build")
-    restorer = load_restorer(restorer_path, device, precision)
+    restorer = load(load_restorer, restorer_path, device, precision)
     if restorer.kind != cfg.restorer:
         raise WrongModelError(
             f"restore.restorer is {cfg.restorer} but {restorer_path} holds a {restorer.kind} model; "
@@ -216,7 +222,7 @@ def build_stage(
         )
     parser = None
     if cfg.parsing and parsing_path is not None:
-        parser = load_parser(parsing_path, device)
+        parser = load(load_parser, parsing_path, device)
     elif cfg.parsing:
         warnings.warn(
             "parsing_parsenet.pth not found: faces are blended with the square soft mask", stacklevel=2
@@ -228,5 +234,5 @@ def build_stage(
                 "RealESRGAN_x2plus.pth not found: the background is upscaled with Lanczos", stacklevel=2
             )
         else:
-            upsampler = load_bg_upsampler(bg_path, device, precision)
+            upsampler = load(load_bg_upsampler, bg_path, device, precision)
     return FaceRestoreStage(restorer, cfg, parser, upsampler)

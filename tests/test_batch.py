@@ -1,0 +1,167 @@
+"""``run_pipeline.py --batch`` / ``--batch-dir``: many jobs in one process, the models loaded once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import wav2lip
+from pipeline.batch import BatchRunner, Job, jobs_from_folder, read_jobs_file
+from pipeline.cli import build_parser, main, overrides_from_args
+from pipeline.core.errors import InputError
+from tests.media_fixtures import make_tone, make_video, read_all_frames
+from tests.weights_fixtures import write_official_checkpoint
+
+BOX = "40 100 50 110"  # top, bottom, left, right in the 160x120 test clips
+
+
+@pytest.fixture(scope="module")
+def wav2lip_checkpoint(tmp_path_factory) -> Path:
+    return write_official_checkpoint("wav2lip_generator", tmp_path_factory.mktemp("w") / "wav2lip_gan.pth")
+
+
+def _flags(checkpoint: Path, out_dir: Path) -> list[str]:
+    return [
+        "--wav2lip-checkpoint", str(checkpoint), "--restorer", "none", "--device", "cpu",
+        "--box", *BOX.split(), "-o", str(out_dir),
+    ]  # fmt: skip
+
+
+def _count_generator_loads(monkeypatch) -> list[Path]:
+    loads: list[Path] = []
+    original = wav2lip.load_generator
+
+    def counting(path, device="cpu"):
+        loads.append(path)
+        return original(path, device)
+
+    monkeypatch.setattr(wav2lip, "load_generator", counting)
+    return loads
+
+
+def test_three_jobs_one_bad_two_outputs_exit_1_and_a_rerun_skips(
+    wav2lip_checkpoint, tmp_path, capsys, monkeypatch
+):
+    make_video(tmp_path / "a.mp4", seconds=0.4)
+    make_tone(tmp_path / "a.wav", seconds=0.4)
+    make_tone(tmp_path / "b.wav", seconds=0.6)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(
+        "video,audio,output,crf\n"
+        "a.mp4,a.wav,first.mp4,\n"
+        "missing.mp4,a.wav,second.mp4,\n"  # the bad job: no such video
+        "a.mp4,b.wav,third.mp4,30\n"  # a column overrides the command line's --crf
+    )
+    out = tmp_path / "out"
+    loads = _count_generator_loads(monkeypatch)
+    assert main(["--batch", str(jobs), "--crf", "20", *_flags(wav2lip_checkpoint, out)]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["first.mp4", "third.mp4"]
+    assert len(read_all_frames(out / "first.mp4")) == 10 and len(read_all_frames(out / "third.mp4")) == 15
+    assert len(loads) == 1  # the models loaded once for both renders
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "row 2" in errors[0] and "missing.mp4" in errors[0]
+    table = captured.out.splitlines()
+    assert table[0].split() == ["job", "status", "exit", "seconds", "output"]
+    assert [line.split()[2] for line in table[1:4]] == ["done", "failed", "done"]
+    assert table[2].split()[3] == "2"  # the bad input's own exit code
+    assert table[-1] == "2 done, 0 skipped, 1 failed"
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["--batch", str(jobs), *_flags(wav2lip_checkpoint, out)]) == 1
+    rerun = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in rerun[1:4]] == ["skipped", "failed", "skipped"]
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+
+
+def test_batch_dir_pairs_faces_with_scripts_and_speech(wav2lip_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_video(folder / "one.mp4", seconds=0.4)
+    make_tone(folder / "one.wav", seconds=0.4)
+    make_video(folder / "two.mp4", seconds=0.4)
+    (folder / "two.txt").write_text("Hi.")
+    (folder / "lonely.txt").write_text("Nobody speaks me.")
+    out = tmp_path / "out"
+    assert main(["--batch-dir", str(folder), "--quiet", *_flags(wav2lip_checkpoint, out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["one_lipsync.mp4", "two_lipsync.mp4"]
+    assert "ignores lonely.txt" in capsys.readouterr().err
+
+
+def _runner(tmp_path: Path, *flags: str) -> BatchRunner:
+    parser = build_parser()
+    base = overrides_from_args(parser.parse_args(list(flags)))
+    return BatchRunner(parser, overrides_from_args, base, None, tmp_path / "out")
+
+
+def test_a_row_overrides_the_command_line_and_its_inputs_are_relative_to_the_jobs_file(tmp_path):
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(
+        "- {video: v.mp4, text_string: Hello, box: [1, 2, 3, 4], nosmooth: true, fidelity: 0.9}\n"
+        "- {video: /abs/w.mp4}\n"
+    )
+    first, second = read_jobs_file(jobs)
+    runner = _runner(tmp_path, "--audio", "speech.wav", "--fidelity", "0.3", "--restorer", "codeformer")
+    row = runner.job_overrides(first)
+    assert row["video"] == str(tmp_path / "v.mp4") and row["text_string"] == "Hello"
+    assert "audio" not in row  # the row's speech replaces the command line's
+    assert row["detect"]["box"] == [1, 2, 3, 4] and row["detect"]["nosmooth"] is True
+    assert row["restore"] == {"restorer": "codeformer", "fidelity": 0.9}
+    assert row["output"]["path"] == str(tmp_path / "out" / "v_lipsync.mp4")
+    other = runner.job_overrides(second)
+    assert other["audio"] == "speech.wav" and other["restore"]["fidelity"] == 0.3
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"video": "v.mp4", "colour": "red"}, "unknown column 'colour'"),
+        ({"video": "v.mp4", "nosmooth": "maybe"}, "write true or false"),
+        ({"video": "v.mp4", "fidelity": "high"}, "bad row: argument --fidelity: invalid float value"),
+        ({"video": "v.mp4", "overwrite": "true"}, "unknown column 'overwrite'"),
+        ({"text": "t.txt"}, "no video"),
+    ],
+)
+def test_a_bad_row_is_a_one_line_input_error(tmp_path, row, message):
+    with pytest.raises(InputError, match=message):
+        _runner(tmp_path).job_overrides(Job("row 1", row, tmp_path))
+
+
+def test_bad_jobs_files_are_input_errors(tmp_path):
+    (tmp_path / "empty.csv").write_text("video,audio\n")
+    (tmp_path / "scalar.yaml").write_text("just text\n")
+    with pytest.raises(InputError, match="has no jobs"):
+        read_jobs_file(tmp_path / "empty.csv")
+    with pytest.raises(InputError, match="list of jobs"):
+        read_jobs_file(tmp_path / "scalar.yaml")
+    with pytest.raises(InputError, match="not found"):
+        read_jobs_file(tmp_path / "nope.csv")
+    with pytest.raises(InputError, match="has no name.mp4"):
+        jobs_from_folder(tmp_path)
+
+
+def test_batch_output_must_be_a_folder(tmp_path, capsys):
+    (tmp_path / "jobs.csv").write_text("video,audio\nv.mp4,a.wav\n")
+    assert main(["--batch", str(tmp_path / "jobs.csv"), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "names the output folder" in capsys.readouterr().err
+
+
+def test_the_model_cache_loads_once_per_file_and_device_and_again_when_the_file_changes(tmp_path):
+    from pipeline.model_cache import ModelCache
+
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(b"one")
+    calls = []
+    cache = ModelCache()
+
+    def loader(path, device):
+        calls.append((path, device))
+        return object()
+
+    first = cache.load(loader, checkpoint, "cpu")
+    assert cache.load(loader, checkpoint, "cpu") is first
+    assert cache.load(loader, checkpoint, "cuda") is not first
+    checkpoint.write_bytes(b"changed")  # a new file of another size: loaded afresh
+    assert cache.load(loader, checkpoint, "cpu") is not first
+    assert len(calls) == cache.loads == 3
