@@ -134,6 +134,12 @@ def _add_model_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--paste", choices=["feather", "hard"], help="mouth paste-back (default feather: no seam)"
     )
+    group.add_argument(
+        "--hold-silence",
+        type=float,
+        metavar="S",
+        help="keep the original mouth in pauses over S s (0.25; 0: off)",
+    )
     group.add_argument("--batch-size", type=int, help="lip-sync batch size (default 128 on CUDA, 16 on CPU)")
     group.add_argument(
         "--restorer", choices=["gfpgan", "codeformer", "none"], help="face restoration (default gfpgan)"
@@ -183,6 +189,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         },
         "wav2lip": {
             "checkpoint": args.wav2lip_checkpoint, "batch_size": args.batch_size, "paste": args.paste,
+            "hold_silence": args.hold_silence,
         },
         "restore": {
             "restorer": args.restorer, "checkpoint": args.restorer_checkpoint, "fidelity": args.fidelity,

@@ -159,7 +159,7 @@ def _prepare(
         first = read_first_frame(inputs.video, config.output.fps)
         device.result()  # a --device that cannot be had is reported now, before the rest of the work
         t0 = time.perf_counter()
-        speech = speech_track(audio, config.output.fps)
+        speech = speech_track(audio, config.output.fps, config.wav2lip.hold_silence)
         times.add("speech", time.perf_counter() - t0)
         t0 = time.perf_counter()
         box_frames = _box_frame_count(config, counter)
@@ -277,7 +277,8 @@ def _frame_batches(
     start = 0
     for chunk in frames:
         faces = tuple(track.faces[i] for i in indices[start : start + len(chunk)])
-        yield FrameBatch(start, chunk, faces, speech.mel_windows(start, len(chunk)))
+        mel, weight = speech.mel_windows(start, len(chunk)), speech.mouth_weights(start, len(chunk))
+        yield FrameBatch(start, chunk, faces, mel, weight)
         start += len(chunk)
 
 

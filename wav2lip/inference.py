@@ -134,22 +134,30 @@ def feather_mask(height: int, width: int, feather_px: float) -> np.ndarray:
 
 
 def paste_generated_face(
-    frame: np.ndarray, face: np.ndarray, box: tuple[int, int, int, int], paste: str, feather_px: float
+    frame: np.ndarray,
+    face: np.ndarray,
+    box: tuple[int, int, int, int],
+    paste: str,
+    feather_px: float,
+    strength: float = 1.0,
 ) -> None:
     """Write generated ``face (96, 96, 3) uint8`` into ``frame`` at ``box`` in place.
 
     The face is resized to the box with ``cv2.resize``'s default bilinear filter. ``"hard"`` replaces
-    the box; ``"feather"`` blends with :func:`feather_mask` and rounds to uint8. Only pixels inside
-    the box can change.
+    the box; ``"feather"`` blends with :func:`feather_mask` and rounds to uint8. ``strength`` in [0, 1]
+    scales the blend (the cross-fade into a held silence). Only pixels inside the box can change.
     """
     top, bottom, left, right = box
     resized = cv2.resize(face, (right - left, bottom - top))
-    if paste == "hard":
+    if paste == "hard" and strength >= 1:
         frame[top:bottom, left:right] = resized
         return
-    if paste != "feather":
+    if paste not in PASTE_MODES:
         raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
-    weight = feather_mask(bottom - top, right - left, feather_px)[:, :, None]
+    if paste == "hard":
+        weight = np.full((bottom - top, right - left, 1), strength, np.float32)
+    else:
+        weight = feather_mask(bottom - top, right - left, feather_px)[:, :, None] * np.float32(strength)
     region = frame[top:bottom, left:right].astype(np.float32)
     blended = region + (resized.astype(np.float32) - region) * weight
     frame[top:bottom, left:right] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
@@ -166,12 +174,14 @@ def lipsync_frames(
     feather_px: float = 6,
     *,
     first_index: int = 0,
+    mouth_weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Lip-sync each frame's face to its mel window; frames without a face pass through unchanged.
 
     ``frames (N, H, W, 3) uint8`` BGR, ``boxes[i]`` the padded face box of frame i or ``None``,
     ``mels (N, 80, 16) float32``. Returns new ``(N, H, W, 3) uint8`` frames; the input is not modified.
-    ``first_index`` (the video index of ``frames[0]``) only labels errors.
+    ``first_index`` (the video index of ``frames[0]``) only labels errors. ``mouth_weight (N,)`` in
+    [0, 1] scales the paste per frame (0: the frame is left as it is and its face not generated).
     """
     # 1. Check inputs
     if not (len(frames) == len(boxes) == len(mels)):
@@ -181,7 +191,8 @@ def lipsync_frames(
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (N, H, W, 3) uint8 BGR, got {frames.shape} {frames.dtype}")
     output = frames.copy()
-    with_face = [i for i, box in enumerate(boxes) if box is not None]
+    weights = np.ones(len(frames), np.float32) if mouth_weight is None else np.asarray(mouth_weight)
+    with_face = [i for i, box in enumerate(boxes) if box is not None and weights[i] > 0]
     if not with_face:
         return output
     # 2. Crop and prepare
@@ -192,7 +203,7 @@ def lipsync_frames(
     pred = forward_generator(model, prepare_face_inputs(crops), mel_inputs, batch_size, device)
     # 4. Paste back
     for face, i in zip(postprocess_faces(pred), with_face):
-        paste_generated_face(output[i], face, clipped[i], paste, feather_px)
+        paste_generated_face(output[i], face, clipped[i], paste, feather_px, float(weights[i]))
     return output
 
 
@@ -232,6 +243,7 @@ class LipSyncer:
             self.cfg.paste,
             self.cfg.feather_px,
             first_index=batch.start_index,
+            mouth_weight=batch.mouth_weight,
         )
         return batch.with_frames(frames)
 
