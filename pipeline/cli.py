@@ -78,6 +78,11 @@ def _add_io_flags(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument("--crf", type=int, help="H.264 quality, lower is better (default 18)")
     group.add_argument("--save-audio", metavar="FILE.wav", help="also keep the speech as a WAV file")
+    group.add_argument("--speaker-voice", action="append", metavar="A=VOICE", help="a speaker's voice")
+    group.add_argument(
+        "--speaker-face", action="append", metavar="A=FACE", help="a speaker's face: box:T,B,L,R"
+    )
+    group.add_argument("--segments", metavar="FILE", help="who speaks when in --audio (.srt, .vtt, .json)")
 
 
 def _add_speech_flags(group: argparse._ArgumentGroup) -> None:
@@ -196,6 +201,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.restore_batch, "upscale": args.upscale, "bg_upsampler": args.bg_upsampler,
         },
         "output": {"path": args.output, "crf": args.crf, "save_audio": args.save_audio},
+        "speakers": {"voices": args.speaker_voice, "faces": args.speaker_face, "segments": args.segments},
     }  # fmt: skip
 
 

@@ -204,3 +204,84 @@ def _seconds(stamp: str, path: Path) -> float:
         raise InputError(f"--segments {path}: cannot read the time {stamp.strip()!r} (use 00:00:01,500)")
     hours, minutes, seconds, fraction = match.groups()
     return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(fraction.ljust(3, "0")) / 1000
+
+
+DIALOGUE_GAP_S = 0.3  # seconds of silence between two synthesised turns
+
+
+@dataclass(frozen=True)
+class DialoguePlan:
+    """Who speaks: ``turns`` to synthesise (a tagged script) or ``segments`` of a given recording."""
+
+    faces: dict[str, FaceSpec]
+    voices: dict[str, str]
+    turns: tuple[tuple[str, str], ...] = ()
+    segments: tuple[Segment, ...] = ()
+
+
+def plan_dialogue(faces: tuple[str, ...], voices: tuple[str, ...], segments: str | None, script: str | None,
+                  has_audio: bool) -> DialoguePlan | None:  # fmt: skip
+    """The checked plan of a dialogue run (``--speaker-face`` given), or None for a one-face run."""
+    if not faces:
+        if segments or voices:
+            raise InputError("--segments and --speaker-voice need a face per speaker: --speaker-face A=...")
+        return None
+    face_values = parse_assignments(faces, "--speaker-face")
+    voice_values = parse_assignments(voices, "--speaker-voice")
+    if has_audio:
+        if not segments:
+            raise InputError(
+                "a dialogue --audio needs --segments FILE (.srt, .vtt or .json) saying who speaks when"
+            )
+        cues = read_segments(Path(segments))
+        specs = check_speakers(cues, face_values, segments)
+        return _only_boxes(DialoguePlan(specs, voice_values, segments=tuple(cues)))
+    turns = parse_tagged_script(script or "")
+    specs = check_speakers([Segment(s, 0, 1) for s, _ in turns], face_values, "the script")
+    return _only_boxes(DialoguePlan(specs, voice_values, turns=tuple(turns)))
+
+
+def _only_boxes(plan: DialoguePlan) -> DialoguePlan:
+    for speaker, spec in plan.faces.items():
+        if spec.box is None:
+            raise InputError(
+                f"--speaker-face {speaker}={spec.describe()}: this version follows fixed faces only; "
+                "give box:TOP,BOTTOM,LEFT,RIGHT"
+            )
+    return plan
+
+
+def join_turns(clips: list[tuple[str, str, np.ndarray]], rate: int) -> tuple[np.ndarray, list[Segment]]:
+    """Concatenate ``(speaker, text, samples)`` turns with ``DIALOGUE_GAP_S`` of silence between them;
+    returns the samples and each turn's segment in seconds of the result."""
+    gap = np.zeros(round(DIALOGUE_GAP_S * rate), np.float32)
+    parts, segments, at = [], [], 0
+    for number, (speaker, text, samples) in enumerate(clips):
+        if number:
+            parts.append(gap)
+            at += len(gap)
+        segments.append(Segment(speaker, at / rate, (at + len(samples)) / rate, text))
+        parts.append(samples.astype(np.float32))
+        at += len(samples)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32), segments
+
+
+def speaker_boxes(plan: DialoguePlan, segments: list[Segment], fps: float, count: int) -> list:
+    """The face box of each output frame: the speaking speaker's box, None between segments."""
+    from pipeline.core.types import FaceBox
+
+    boxes = {speaker: FaceBox(*spec.box) for speaker, spec in plan.faces.items() if spec.box}
+    return [boxes[s] if s is not None else None for s in frame_speakers(segments, fps, count)]
+
+
+def format_segments(plan: DialoguePlan, segments: list[Segment]) -> list[str]:
+    """Summary lines: per speaker, the face, the segments and the seconds spoken."""
+    lines = []
+    for speaker, spec in plan.faces.items():
+        own = [s for s in segments if s.speaker == speaker]
+        spans = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" for s in own)
+        seconds = sum(s.seconds for s in own)
+        lines.append(
+            f"speaker {speaker} ({spec.describe()}): {seconds:.2f} s in {len(own)} segments: {spans}"
+        )
+    return lines

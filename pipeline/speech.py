@@ -11,6 +11,7 @@ models load, for noisy recordings we do not target. Raise ``--hold-silence`` for
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pipeline.config import PipelineConfig
 from pipeline.core.errors import AudioError, InputError
 from pipeline.core.media import decode_audio
 from pipeline.core.types import AudioClip
+from pipeline.dialogue import DialoguePlan, join_turns
 from pipeline.inputs import RenderInputs
 
 VAD_FRAME_S = 0.010  # seconds of audio per voice-activity decision
@@ -135,6 +137,27 @@ def _speech_audio(
     return tts.synthesize(
         inputs.script, config.tts, reference_audio=reference, progress=not config.quiet, device=device
     )
+
+
+def dialogue_audio(
+    plan: DialoguePlan, config: PipelineConfig, inputs: RenderInputs
+) -> tuple[AudioClip, list]:
+    """The speech of a dialogue and its segments: the given recording cut by its cues, or each turn of
+    the tagged script synthesised in its speaker's voice (espeak voice / Coqui speaker) and joined."""
+    if plan.segments:
+        return speech_audio(config, inputs), list(plan.segments)
+    import tts
+
+    clips, rate = [], 16000
+    for speaker, text in plan.turns:
+        voice = plan.voices.get(speaker)
+        field = "speaker" if config.tts.engine == "coqui" else "voice"
+        cfg = dataclasses.replace(config.tts, **{field: voice}) if voice else config.tts
+        clip = tts.synthesize(text, cfg, device="cpu" if config.tts.engine == "coqui" else None)
+        clips.append((speaker, text, clip.samples))
+        rate = clip.sample_rate_hz
+    samples, segments = join_turns(clips, rate)
+    return AudioClip(samples, rate), segments
 
 
 def save_wav(audio: AudioClip, path: Path) -> Path:
