@@ -79,6 +79,11 @@ def _add_io_flags(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument("--crf", type=int, help="H.264 quality, lower is better (default 18)")
     group.add_argument("--save-audio", metavar="FILE.wav", help="also keep the speech as a WAV file")
+    group.add_argument("--speaker-voice", action="append", metavar="A=VOICE", help="a speaker's voice")
+    group.add_argument(
+        "--speaker-face", action="append", metavar="A=FACE", help="a speaker's face: box:T,B,L,R"
+    )
+    group.add_argument("--segments", metavar="FILE", help="who speaks when in --audio (.srt, .vtt, .json)")
 
 
 def _add_speech_flags(group: argparse._ArgumentGroup) -> None:
@@ -134,6 +139,12 @@ def _add_model_flags(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--paste", choices=["feather", "hard"], help="mouth paste-back (default feather: no seam)"
+    )
+    group.add_argument(
+        "--hold-silence",
+        type=float,
+        metavar="S",
+        help="keep the original mouth in pauses over S s (0.25; 0: off)",
     )
     group.add_argument("--batch-size", type=int, help="lip-sync batch size (default 128 on CUDA, 16 on CPU)")
     group.add_argument(
@@ -197,12 +208,14 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         },
         "wav2lip": {
             "checkpoint": args.wav2lip_checkpoint, "batch_size": args.batch_size, "paste": args.paste,
+            "hold_silence": args.hold_silence,
         },
         "restore": {
             "restorer": args.restorer, "checkpoint": args.restorer_checkpoint, "fidelity": args.fidelity,
             "batch_size": args.restore_batch, "upscale": args.upscale, "bg_upsampler": args.bg_upsampler,
         },
         "output": {"path": args.output, "crf": args.crf, "save_audio": args.save_audio},
+        "speakers": {"voices": args.speaker_voice, "faces": args.speaker_face, "segments": args.segments},
     }  # fmt: skip
 
 

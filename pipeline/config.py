@@ -32,6 +32,16 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class SpeakersConfig:
+    """Dialogue: ``faces`` (``A=box:T,B,L,R``, ...) turns it on; ``voices`` (``A=en-gb+f3``) per speaker;
+    ``segments``: a .srt/.vtt/.json file of who speaks when in ``--audio`` (else the script is tagged)."""
+
+    voices: tuple[str, ...] = ()
+    faces: tuple[str, ...] = ()
+    segments: str | None = None
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     video: str | None = None
     text: str | None = None
@@ -49,6 +59,7 @@ class PipelineConfig:
     wav2lip: Wav2LipConfig = field(default_factory=Wav2LipConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
 
     def __post_init__(self) -> None:
         check_device_name(self.device)

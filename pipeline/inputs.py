@@ -32,6 +32,8 @@ def check_inputs(config: PipelineConfig) -> RenderInputs:
             f"video {video} has no video stream (an audio file?); pass a face video or photo with --video"
         )
     script, audio = _speech_source(config)
+    if config.wav2lip.hold_silence < 0:
+        raise InputError(f"--hold-silence must be >= 0 seconds, got {config.wav2lip.hold_silence}")
     output = output_path(config.output.path, video)
     sources = [video] + ([audio] if audio else [])
     check_output(output, sources)

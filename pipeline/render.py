@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -25,17 +24,16 @@ from pipeline.config import PipelineConfig
 from pipeline.core.errors import FFmpegError
 from pipeline.core.media import FrameCounter, FrameSize, VideoWriter, read_first_frame
 from pipeline.core.types import FrameBatch
+from pipeline.dialogue import format_segments, plan_dialogue, speaker_boxes
+from pipeline.faces.tracking import FaceTrack
 from pipeline.frames import iter_input_frames, iter_output_frames
 from pipeline.inputs import RenderInputs, check_inputs
 from pipeline.model_cache import ModelCache
 from pipeline.output_files import output_folder
 from pipeline.prefetch import BackgroundConsumer, prefetch
-from pipeline.speech import SpeechTrack, save_wav, speech_audio, speech_track
+from pipeline.speech import SpeechTrack, dialogue_audio, save_wav, speech_audio, speech_track
 from pipeline.stage_weights import WeightPaths, resolve_weights
 from pipeline.stages import StageChain, load_stages
-
-if TYPE_CHECKING:
-    from pipeline.faces.tracking import FaceTrack
 
 Progress = Callable[[str, int, int], None]  # (stage, frames done, frames in all or 0) -> None
 
@@ -79,6 +77,7 @@ class RunSummary:
     audio_saved: Path | None = None
     fps: float = 25.0
     precisions: dict[str, str] = field(default_factory=dict)  # network -> "fp32" | "bf16" | "fp16" it ran in
+    speakers: tuple[str, ...] = ()  # one summary line per dialogue speaker
 
     def format(self) -> str:
         stages = ", ".join(f"{name} {secs:.1f}s" for name, secs in self.stage_seconds.items())
@@ -90,6 +89,7 @@ class RunSummary:
         ]
         if self.precisions:
             lines.append("precision: " + ", ".join(f"{net} {kind}" for net, kind in self.precisions.items()))
+        lines[2:2] = self.speakers
         if self.audio_saved:
             lines.insert(1, f"speech saved to {self.audio_saved}")
         return "\n".join(lines)
@@ -107,22 +107,43 @@ def run_pipeline(
     report = progress or _no_progress
     # 1. Check inputs and weights before any heavy work.
     inputs = check_inputs(config)
+    sp = config.speakers
+    plan = plan_dialogue(sp.faces, sp.voices, sp.segments, inputs.script, inputs.audio is not None)
     weights = resolve_weights(config)
     # 2. Speech, first frame and models (prepared side by side).
     report("speech and models", 0, 0)
-    ready = _prepare(config, inputs, weights, times, models)
+    ready = _prepare(config, inputs, weights, times, models, plan)
     models, speech, first = ready.models, ready.speech, ready.first
     size = FrameSize(first.shape[1], first.shape[0])
     # 3. Detect and track the face (or take the fixed box).
-    if ready.box_frames is not None:
+    if plan is not None:  # fixed speaker boxes: only the number of input frames matters here
+        track = FaceTrack((None,) * (ready.box_frames or 1), 0)
+    elif ready.box_frames is not None:
         track = models.fixed_box_track(ready.box_frames, size)
     else:
         track = _track(config, inputs, models, size, speech.frame_count, first, times, report)
     # 4. Stream the render.
     indices = timeline.source_indices(len(track.faces), speech.frame_count)
+    if plan is not None:  # the speaking face of each output frame (by input index: one per output frame)
+        track = models.fixed_faces(speaker_boxes(plan, ready.segments, config.output.fps, speech.frame_count))
+        indices_faces = np.arange(speech.frame_count)
+    else:
+        indices_faces = indices
     out_size = models.output_size(size)
     with output_folder(inputs.output.parent):  # created now, removed again if the render fails
-        _render(config, inputs, models, speech, track, indices, size, out_size, first, times, report)
+        _render(
+            config,
+            inputs,
+            models,
+            speech,
+            track,
+            (indices, indices_faces),
+            size,
+            out_size,
+            first,
+            times,
+            report,
+        )
     # 5. The speech is kept only once the video exists, so a failed run leaves nothing behind.
     saved_audio = save_wav(speech.audio, Path(config.output.save_audio)) if config.output.save_audio else None
     return RunSummary(
@@ -131,12 +152,13 @@ def run_pipeline(
         frames=speech.frame_count,
         width=out_size.width,
         height=out_size.height,
-        frames_without_face=int(sum(track.faces[i] is None for i in indices)),
+        frames_without_face=int(sum(track.faces[i] is None for i in indices_faces)),
         stage_seconds=dict(times.seconds),
         total_seconds=time.perf_counter() - started,
         audio_saved=saved_audio,
         fps=config.output.fps,
         precisions=models.precisions(),
+        speakers=tuple(format_segments(plan, ready.segments)) if plan else (),
     )
 
 
@@ -146,6 +168,7 @@ class _Prepared:
     speech: SpeechTrack
     first: np.ndarray  # the first video frame, (H, W, 3) uint8 BGR
     box_frames: int | None  # input frames to show with --box; None when the face is detected
+    segments: list = field(default_factory=list)  # the dialogue's segments (empty for one face)
 
 
 def _choose_device(requested: str) -> str:
@@ -162,6 +185,7 @@ def _prepare(
     weights: WeightPaths,
     times: StageTimes,
     cache: ModelCache | None,
+    plan=None,
 ) -> _Prepared:
     """One thread imports torch, picks the device and loads the models (seconds) while this thread makes
     the speech and reads the first frame through ffmpeg; with ``--box`` another ffmpeg counts the frames."""
@@ -171,17 +195,21 @@ def _prepare(
         device = loader.submit(_choose_device, config.device)
         loading = loader.submit(lambda: load_stages(config, weights, device.result(), cache))
         t0 = time.perf_counter()
-        audio = speech_audio(config, inputs, device.result)
+        segments: list = []
+        if plan is None:
+            audio = speech_audio(config, inputs, device.result)
+        else:
+            audio, segments = dialogue_audio(plan, config, inputs)
         times.add("speech", time.perf_counter() - t0)
         n_output = timeline.output_frame_count(audio.duration_s, config.output.fps)
-        counter = _start_count(config, inputs, n_output)
+        counter = _start_count(config, inputs, n_output, plan is not None)
         first = read_first_frame(inputs.video, config.output.fps)
         device.result()  # a --device that cannot be had is reported now, before the rest of the work
         t0 = time.perf_counter()
-        speech = speech_track(audio, config.output.fps)
+        speech = speech_track(audio, config.output.fps, config.wav2lip.hold_silence)
         times.add("speech", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        box_frames = _box_frame_count(config, counter)
+        box_frames = _box_frame_count(config, counter, plan is not None)
         times.add("decode", time.perf_counter() - t0)  # the wait left for the count
         t0 = time.perf_counter()
         models = loading.result()
@@ -190,20 +218,22 @@ def _prepare(
         if counter is not None:
             counter.close()  # kills ffmpeg when leaving early (an error, Ctrl-C)
         loader.shutdown(wait=False, cancel_futures=True)
-    return _Prepared(models, speech, first, box_frames)
+    return _Prepared(models, speech, first, box_frames, segments)
 
 
-def _start_count(config: PipelineConfig, inputs: RenderInputs, n_output: int) -> FrameCounter | None:
+def _start_count(
+    config: PipelineConfig, inputs: RenderInputs, n_output: int, fixed: bool = False
+) -> FrameCounter | None:
     """With ``--box`` only the number of input frames (up to ``n_output``) matters: start ffmpeg counting
     them (no pixels kept). None when the face is to be detected or the input is a photo."""
-    if config.detect.box is None or inputs.is_still:
+    if (config.detect.box is None and not fixed) or inputs.is_still:
         return None
     return FrameCounter(inputs.video, config.output.fps, n_output)
 
 
-def _box_frame_count(config: PipelineConfig, counter: FrameCounter | None) -> int | None:
+def _box_frame_count(config: PipelineConfig, counter: FrameCounter | None, fixed: bool = False) -> int | None:
     """Input frames a ``--box`` run shows (1 for a photo); None when the face is to be detected."""
-    if config.detect.box is None:
+    if config.detect.box is None and not fixed:
         return None
     return 1 if counter is None else counter.result()
 
@@ -242,16 +272,21 @@ def _render(
     models: StageChain,
     speech: SpeechTrack,
     track: FaceTrack,
-    indices: np.ndarray,
+    indices: tuple[np.ndarray, np.ndarray],
     size: FrameSize,
     out_size: FrameSize,
     first: np.ndarray,
     times: StageTimes,
     report: Progress,
 ) -> None:
-    """Decode (thread) -> lip-sync -> restore (this thread) -> encode (thread), batch by batch."""
+    """Decode (thread) -> lip-sync -> restore (this thread) -> encode (thread), batch by batch.
+
+    ``indices``: the input frame of each output frame, and the face-track entry of each output frame."""
+    indices, face_indices = indices
     batch = frames_per_batch(config.frame_batch, max(size, out_size, key=lambda s: s.frame_bytes))
-    batches = prefetch(_frame_batches(config, inputs, speech, track, indices, size, first, batch))
+    batches = prefetch(
+        _frame_batches(config, inputs, speech, track, (indices, face_indices), size, first, batch)
+    )
     out = config.output
     # The bar is closed on any way out, so that an error message starts on a line of its own.
     with (
@@ -302,7 +337,7 @@ def _frame_batches(
     inputs: RenderInputs,
     speech: SpeechTrack,
     track: FaceTrack,
-    indices: np.ndarray,
+    indices: tuple[np.ndarray, np.ndarray],
     size: FrameSize,
     first: np.ndarray,
     batch: int,
@@ -311,12 +346,14 @@ def _frame_batches(
 
     A video of one frame is repeated from memory like a photo (not decoded again for every frame).
     """
-    still = first if inputs.is_still or len(track.faces) == 1 else None
+    indices, face_indices = indices
+    still = first if inputs.is_still or len(set(indices.tolist())) == 1 else None
     frames = iter_output_frames(inputs.video, size, config.output.fps, indices, batch, still)
     start = 0
     for chunk in frames:
-        faces = tuple(track.faces[i] for i in indices[start : start + len(chunk)])
-        yield FrameBatch(start, chunk, faces, speech.mel_windows(start, len(chunk)))
+        faces = tuple(track.faces[i] for i in face_indices[start : start + len(chunk)])
+        mel, weight = speech.mel_windows(start, len(chunk)), speech.mouth_weights(start, len(chunk))
+        yield FrameBatch(start, chunk, faces, mel, weight)
         start += len(chunk)
 
 

@@ -29,7 +29,7 @@ def resolve_weights(config: PipelineConfig) -> WeightPaths:
     """Every checkpoint the run needs, checked present before any heavy work (MissingWeightsError)."""
     wav2lip = resolve("wav2lip_gan", config.wav2lip.checkpoint)
     detector = None
-    if config.detect.box is None:
+    if config.detect.box is None and not config.speakers.faces:  # dialogue faces are fixed boxes
         detector = resolve(DETECTOR_WEIGHTS[config.detect.model], config.detect.checkpoint)
     restorer = parsing = bg = None
     restore = config.restore

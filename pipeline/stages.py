@@ -51,6 +51,11 @@ class StageChain:
         track = FaceTrack(faces=tuple(boxes), frames_without_face=sum(box is None for box in boxes))
         return self._for_restoration(track)
 
+    def fixed_faces(self, boxes) -> FaceTrack:
+        """A track of the given per-frame boxes (a dialogue's speaking faces)."""
+        track = FaceTrack(faces=tuple(boxes), frames_without_face=sum(box is None for box in boxes))
+        return self._for_restoration(track)
+
     def _for_restoration(self, track: FaceTrack) -> FaceTrack:
         if self.restorer_stage is None:
             return track

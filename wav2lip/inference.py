@@ -137,22 +137,30 @@ def feather_mask(height: int, width: int, feather_px: float) -> np.ndarray:
 
 
 def paste_generated_face(
-    frame: np.ndarray, face: np.ndarray, box: tuple[int, int, int, int], paste: str, feather_px: float
+    frame: np.ndarray,
+    face: np.ndarray,
+    box: tuple[int, int, int, int],
+    paste: str,
+    feather_px: float,
+    strength: float = 1.0,
 ) -> None:
     """Write generated ``face (96, 96, 3) uint8`` into ``frame`` at ``box`` in place.
 
     The face is resized to the box with ``cv2.resize``'s default bilinear filter. ``"hard"`` replaces
-    the box; ``"feather"`` blends with :func:`feather_mask` and rounds to uint8. Only pixels inside
-    the box can change.
+    the box; ``"feather"`` blends with :func:`feather_mask` and rounds to uint8. ``strength`` in [0, 1]
+    scales the blend (the cross-fade into a held silence). Only pixels inside the box can change.
     """
     top, bottom, left, right = box
     resized = cv2.resize(face, (right - left, bottom - top))
-    if paste == "hard":
+    if paste == "hard" and strength >= 1:
         frame[top:bottom, left:right] = resized
         return
-    if paste != "feather":
+    if paste not in PASTE_MODES:
         raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
-    weight = feather_mask(bottom - top, right - left, feather_px)[:, :, None]
+    if paste == "hard":
+        weight = np.full((bottom - top, right - left, 1), strength, np.float32)
+    else:
+        weight = feather_mask(bottom - top, right - left, feather_px)[:, :, None] * np.float32(strength)
     region = frame[top:bottom, left:right].astype(np.float32)
     blended = region + (resized.astype(np.float32) - region) * weight
     frame[top:bottom, left:right] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
@@ -171,6 +179,7 @@ def lipsync_frames(
     first_index: int = 0,
     nonfinite: NonFiniteFrames | None = None,
     precision: str = "fp32",
+    mouth_weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Lip-sync each frame's face to its mel window; frames without a face pass through unchanged.
 
@@ -180,6 +189,8 @@ def lipsync_frames(
     returns NaN or infinity for is not pasted (that frame keeps its input face); ``nonfinite`` (one per
     stage, so it warns once) collects those frame numbers.
     ``precision`` is the generator's resolved compute precision (see :func:`forward_generator`).
+    ``mouth_weight (N,)`` in [0, 1] scales the paste per frame (0: the frame is left as it is and its
+    face not generated).
     """
     # 1. Check inputs
     if not (len(frames) == len(boxes) == len(mels)):
@@ -189,7 +200,8 @@ def lipsync_frames(
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (N, H, W, 3) uint8 BGR, got {frames.shape} {frames.dtype}")
     output = frames.copy()
-    with_face = [i for i, box in enumerate(boxes) if box is not None]
+    weights = np.ones(len(frames), np.float32) if mouth_weight is None else np.asarray(mouth_weight)
+    with_face = [i for i, box in enumerate(boxes) if box is not None and weights[i] > 0]
     if not with_face:
         return output
     # 2. Crop and prepare
@@ -203,7 +215,7 @@ def lipsync_frames(
     (nonfinite or NonFiniteFrames("lip-sync")).report(first_index + np.asarray(with_face)[replaced])
     for face, i, skip in zip(postprocess_faces(pred), with_face, replaced):
         if not skip:
-            paste_generated_face(output[i], face, clipped[i], paste, feather_px)
+            paste_generated_face(output[i], face, clipped[i], paste, feather_px, float(weights[i]))
     return output
 
 
@@ -254,6 +266,7 @@ class LipSyncer:
             first_index=batch.start_index,
             nonfinite=self.nonfinite,
             precision=self.precision,
+            mouth_weight=batch.mouth_weight,
         )
         return batch.with_frames(frames)
 

@@ -65,15 +65,18 @@ class FrameBatch:
     ``frames``: ``(N, H, W, 3) uint8`` BGR; ``faces[i]`` is the chosen face of frame i or ``None`` when
     no face was found (that frame passes through unchanged); ``mel[i]`` is the ``(80, 16)`` float32 mel
     window that drives frame i. ``start_index`` is the index of ``frames[0]`` in the output video.
+    ``mouth_weight[i]`` in [0, 1] is how much of the generated mouth frame i shows (0: the original
+    pixels, in a held silence); ``None`` means 1 for every frame.
     """
 
     start_index: int
     frames: np.ndarray
     faces: tuple[FaceBox | None, ...]
     mel: np.ndarray = field(repr=False)  # (N, 80, 16) float32
+    mouth_weight: np.ndarray | None = field(default=None, repr=False)  # (N,) float32 in [0, 1]
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def with_frames(self, frames: np.ndarray) -> "FrameBatch":
-        return FrameBatch(self.start_index, frames, self.faces, self.mel)
+        return FrameBatch(self.start_index, frames, self.faces, self.mel, self.mouth_weight)
