@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from pipeline.config import PipelineConfig
 from pipeline.core.media import FrameSize
 from pipeline.core.types import FrameBatch, StageClock
-from pipeline.faces.config import DetectConfig
 from pipeline.faces.landmarks import prepare_landmarks
 from pipeline.faces.tracking import FaceTrack, fixed_box_track
 from pipeline.model_cache import ModelCache, call_loader
@@ -101,13 +100,10 @@ def load_stages(
     lipsyncer = LipSyncer(generator, config.wav2lip, device, config.precision)
     detector = None
     if weights.detector is not None:
-        from pipeline.faces.detector import FaceDetector, load_detector
+        from pipeline.faces.detector import load_detector
 
-        # The network depends only on the model name; the run's detection settings go in the wrapper.
-        loaded = load(
-            load_detector, DetectConfig(model=config.detect.model), weights.detector, device, config.precision
-        )
-        detector = FaceDetector(loaded.network, loaded.anchor_cfg, config.detect, device, loaded.precision)
+        # keyed by the whole detect section: jobs with other detection settings get their own wrapper
+        detector = load(load_detector, config.detect, weights.detector, device, config.precision)
     stage = None
     if weights.restorer is not None:
         import restore

@@ -507,6 +507,8 @@ class ThreeFaces:
     """Test double of the face detector: the same three faces, left to right, in every frame (the
     seeded RetinaFace only finds frame-sized boxes, so it cannot show which face was chosen)."""
 
+    precision = "fp32"
+
     def detect(self, frames: np.ndarray) -> list[list]:
         from pipeline.core.types import FaceBox
         from pipeline.faces.landmarks import landmarks_from_box
@@ -866,7 +868,7 @@ def test_ctrl_c_while_the_frames_are_counted_kills_the_count(env: Env, tmp_path:
     os.mkfifo(never)  # the count never ends on its own
     counters = []
 
-    def start_count(config, inputs, n_output):
+    def start_count(config, inputs, n_output, fixed=False):
         counters.append(FrameCounter(never, 25))
         return counters[-1]
 

@@ -17,10 +17,6 @@ from tests.media_fixtures import read_all_frames, stream_info
 from tests.weights_fixtures import write_official_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
-ONE_THREAD = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}  # two spinning threads crawl on a shared 2-core box
 LAYOUTS = {  # the default set, seeded in the official layouts
     "wav2lip_gan": "wav2lip_generator",
     "retinaface_resnet50": "retinaface_resnet50",
@@ -62,7 +58,6 @@ def test_make_demo_fetches_from_the_mirror_then_renders_the_example(tmp_path):
         manifest = manifest_copy(tmp_path / "manifest.yaml", seeded, f"{server.base}/public")
         env = {
             **os.environ,
-            **ONE_THREAD,
             "LIPSYNC_WEIGHTS_MIRROR": f"{server.base}/mirror",
             "LIPSYNC_WEIGHTS_DIR": str(weights_dir),
         }

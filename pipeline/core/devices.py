@@ -39,8 +39,8 @@ def choose_device(requested: str | None) -> str:
                 warnings.warn(f"running on the CPU (much slower): {unusable}", stacklevel=2)
             return "cpu"
         raise DeviceUnavailableError(
-            f"--device {requested} was asked for, but no CUDA device is available: "
-            + (unusable or "use --device cpu")
+            f"--device {requested} was asked for, but no CUDA device is available"
+            + (f": {unusable}" if unusable else " (use --device cpu)")
         )
     if requested == "auto":
         return "cuda"
