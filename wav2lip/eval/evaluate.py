@@ -287,8 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     except LipSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return write_report(report, args.out)
+
+
+def write_report(report: dict, out: str | None) -> int:
+    """Print the mean scores, write the whole ``report`` as JSON to ``out`` when given; exit code 0."""
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(json.dumps(report["mean"], indent=2))
     return 0
 

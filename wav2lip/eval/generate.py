@@ -162,14 +162,13 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     """Generate the videos of the pair list, then score them as the official LRS2 evaluation does
     (whole frames resized to 224, LSE-D / LSE-C). Returns the exit code."""
-    import json
     import sys
 
     from pipeline.core.devices import choose_device
     from pipeline.core.errors import LipSyncError
     from pipeline.core.weight_store import resolve
     from pipeline.faces.detector import load_detector
-    from wav2lip.eval.evaluate import EvalConfig, evaluate_all
+    from wav2lip.eval.evaluate import EvalConfig, evaluate_all, write_report
     from wav2lip.loading import load_generator
 
     args = build_parser().parse_args(argv)
@@ -193,7 +192,4 @@ def main(argv: list[str] | None = None) -> int:
     except LipSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(json.dumps(report["mean"], indent=2))
-    return 0
+    return write_report(report, args.out)
