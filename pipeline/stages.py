@@ -96,7 +96,7 @@ def load_stages(
     from wav2lip.inference import LipSyncer
 
     load = models.load if models is not None else call_loader
-    generator = load(wav2lip.load_generator, weights.wav2lip, device)
+    generator = load(wav2lip.load_generator_for_inference, weights.wav2lip, device)
     lipsyncer = LipSyncer(generator, config.wav2lip, device, config.precision)
     detector = None
     if weights.detector is not None:

@@ -687,8 +687,10 @@ def test_background_upscaling_out_of_memory_halves_the_frames_per_forward():
 def test_out_of_memory_at_batch_1_through_the_cli(env: Env, tmp_path: Path, capsys, monkeypatch):
     import wav2lip
 
-    load = wav2lip.load_generator
-    monkeypatch.setattr(wav2lip, "load_generator", lambda path, device: FailsAbove(load(path, device), 0))
+    load = wav2lip.load_generator_for_inference
+    monkeypatch.setattr(
+        wav2lip, "load_generator_for_inference", lambda path, device: FailsAbove(load(path, device), 0)
+    )
     code, lines = run_cli(env, tmp_path, base(env), capsys)
     assert code == 1
     assert lines[-1].startswith("error: lip-sync ran out of GPU memory even with a batch of 1")

@@ -30,13 +30,13 @@ def _flags(checkpoint: Path, out_dir: Path) -> list[str]:
 
 def _count_generator_loads(monkeypatch) -> list[Path]:
     loads: list[Path] = []
-    original = wav2lip.load_generator
+    original = wav2lip.load_generator_for_inference
 
     def counting(path, device="cpu"):
         loads.append(path)
         return original(path, device)
 
-    monkeypatch.setattr(wav2lip, "load_generator", counting)
+    monkeypatch.setattr(wav2lip, "load_generator_for_inference", counting)
     return loads
 
 

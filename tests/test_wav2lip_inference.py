@@ -14,9 +14,11 @@ from wav2lip.config import Wav2LipConfig
 from wav2lip.face_input import generator_input, mask_lower_half
 from wav2lip.inference import (
     LipSyncer,
+    _paste_weights,
     feather_mask,
     forward_generator,
     lipsync_frames,
+    paste_generated_face,
     postprocess_faces,
     prepare_face_inputs,
     prepare_mel_inputs,
@@ -250,3 +252,34 @@ def test_cuda_float16_autocast_is_close_to_cpu(generator):
     gpu = forward_generator(cuda_model, faces, mel_in, 2, "cuda", "fp16")
     assert gpu.dtype == np.float32
     np.testing.assert_allclose(gpu, cpu, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("paste", "feather_px", "strength"), [("feather", 6, 1.0), ("feather", 3, 0.4), ("hard", 6, 0.5)]
+)
+def test_paste_blend_equals_the_plain_float_formula(paste, feather_px, strength):
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (150, 170, 3), dtype=np.uint8)
+    face = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    box = (17, 140, 9, 120)  # an odd size: the mask's zero rows and the resize do not line up
+    out = frame.copy()
+    paste_generated_face(out, face, box, paste, feather_px, strength)
+    top, bottom, left, right = box
+    resized = cv2.resize(face, (right - left, bottom - top)).astype(np.float32)
+    if paste == "hard":
+        weight = np.full((bottom - top, right - left, 1), strength, np.float32)
+    else:
+        weight = feather_mask(bottom - top, right - left, feather_px)[:, :, None] * np.float32(strength)
+    region = frame[top:bottom, left:right].astype(np.float32)
+    expected = frame.copy()
+    expected[top:bottom, left:right] = np.clip(np.rint(region + (resized - region) * weight), 0, 255)
+    np.testing.assert_array_equal(out, expected)
+    assert not np.array_equal(out, frame)
+
+
+def test_paste_weights_are_cached_read_only_and_start_below_the_zero_rows():
+    first_row, weight = _paste_weights(96, 80, "feather", 6)
+    assert first_row == 42 and weight.shape == (54, 80, 1) and not weight.flags.writeable
+    assert _paste_weights(96, 80, "feather", 6)[1] is weight  # a tracked box of the same size: no recompute
+    np.testing.assert_array_equal(weight[:, :, 0], feather_mask(96, 80, 6)[42:])
+    assert _paste_weights(50, 40, "hard", 6)[0] == 0  # hard: the whole box

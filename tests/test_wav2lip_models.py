@@ -295,3 +295,22 @@ def test_generator_on_cuda_matches_cpu(seeded_models):
     cuda_model.load_state_dict(model.state_dict())
     gpu = _outputs(cuda_model, (mel.cuda(), faces.cuda()))[0].cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=0)
+
+
+def test_inference_form_folds_every_batch_norm_and_computes_the_same(seeded_models, tmp_path):
+    from wav2lip import load_generator_for_inference
+    from wav2lip.models.fusion import fold_batch_norms, is_folded
+
+    source = seeded_models["wav2lip_generator"]
+    path = tmp_path / "wav2lip.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    plain, folded = load_generator(path), load_generator_for_inference(path)
+    assert not is_folded(plain) and is_folded(folded)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(m.inplace for m in folded.modules() if isinstance(m, torch.nn.ReLU))
+    inputs = _sample_inputs("wav2lip_generator")
+    for ours, theirs in zip(_outputs(folded, inputs), _outputs(plain, inputs)):
+        assert not torch.equal(ours, torch.zeros_like(ours))
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    state = folded.state_dict()
+    assert fold_batch_norms(folded) is folded and folded.state_dict().keys() == state.keys()  # idempotent

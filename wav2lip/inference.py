@@ -11,6 +11,7 @@ box edge shows. Pixels outside the box are never touched.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 
 import cv2
@@ -157,13 +158,41 @@ def paste_generated_face(
         return
     if paste not in PASTE_MODES:
         raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
+    first_row, weight = _paste_weights(bottom - top, right - left, paste, feather_px)
+    if strength < 1:
+        weight = weight * np.float32(strength)
+    blend_into(frame[top + first_row : bottom, left:right], resized[first_row:], weight)
+
+
+def blend_into(region: np.ndarray, source: np.ndarray, weight: np.ndarray) -> None:
+    """``region <- rint(region + (source - region) * weight)`` in place, for uint8 images.
+
+    ``region`` and ``source``: ``(h, w, 3) uint8``; ``weight (h, w, 1) float32`` in [0, 1]. One float32
+    buffer, no other temporaries (a blend costs no more than a few passes over the region).
+    """
+    mixed = source.astype(np.float32)
+    np.subtract(mixed, region, out=mixed)
+    np.multiply(mixed, weight, out=mixed)
+    np.add(mixed, region, out=mixed)  # a convex combination of two uint8 values: stays in [0, 255]
+    np.rint(mixed, out=mixed)
+    region[...] = mixed
+
+
+@functools.lru_cache(maxsize=32)
+def _paste_weights(height: int, width: int, paste: str, feather_px: float) -> tuple[int, np.ndarray]:
+    """``(first_row, weight (height - first_row, width, 1) float32)``: the blend weights of a box (all
+    ones for ``"hard"``, else :func:`feather_mask`) without their leading rows of zero weight (those
+    pixels keep the frame's values). Cached: a tracked face keeps its box size for many frames, and the
+    weights depend on nothing else. Read-only."""
     if paste == "hard":
-        weight = np.full((bottom - top, right - left, 1), strength, np.float32)
+        mask = np.ones((height, width), np.float32)
     else:
-        weight = feather_mask(bottom - top, right - left, feather_px)[:, :, None] * np.float32(strength)
-    region = frame[top:bottom, left:right].astype(np.float32)
-    blended = region + (resized.astype(np.float32) - region) * weight
-    frame[top:bottom, left:right] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        mask = feather_mask(height, width, feather_px)
+    rows = np.flatnonzero(mask.any(axis=1))
+    first_row = int(rows[0]) if len(rows) else height
+    weight = np.ascontiguousarray(mask[first_row:, :, None])
+    weight.flags.writeable = False
+    return first_row, weight
 
 
 def lipsync_frames(
@@ -222,7 +251,8 @@ def lipsync_frames(
 class LipSyncer:
     """The lip-sync stage: ``FrameBatch`` in, ``FrameBatch`` with generated mouths out.
 
-    ``model`` is a loaded :class:`~wav2lip.models.Wav2Lip` (put into eval mode here), ``cfg`` the
+    ``model`` is a loaded :class:`~wav2lip.models.Wav2Lip` (put into eval mode here; the pipeline gives
+    it the inference form of :func:`wav2lip.loading.load_generator_for_inference`), ``cfg`` the
     ``wav2lip`` config section, ``device`` where the model lives, ``precision`` "auto" / "fp32" / "bf16" /
     "fp16" (resolved here for the device; :attr:`precision` says what runs).
     """

@@ -19,6 +19,7 @@ from torch import nn
 from pipeline.core.checkpoints import load_state_dict
 from pipeline.core.errors import WrongModelError
 from wav2lip.models import SyncNet, Wav2Lip, Wav2LipDiscQual
+from wav2lip.models.fusion import fold_batch_norms
 
 GENERATOR = "wav2lip_generator"
 SYNCNET = "syncnet_expert"
@@ -82,6 +83,12 @@ def describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str | None:
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Wav2Lip:
     """The Wav2Lip generator from ``wav2lip.pth`` / ``wav2lip_gan.pth``, in eval mode on ``device``."""
     return _load(path, GENERATOR, device)
+
+
+def load_generator_for_inference(path: str | Path, device: str | torch.device = "cpu") -> Wav2Lip:
+    """:func:`load_generator` in its inference form: batch norms folded into the convolutions (the same
+    function to float rounding, see :mod:`wav2lip.models.fusion`). For inference only, not training."""
+    return fold_batch_norms(load_generator(path, device))
 
 
 def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNet:

@@ -169,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.core.weight_store import resolve
     from pipeline.faces.detector import load_detector
     from wav2lip.eval.evaluate import EvalConfig, evaluate_all, write_report
-    from wav2lip.loading import load_generator
+    from wav2lip.loading import load_generator_for_inference
 
     args = build_parser().parse_args(argv)
     try:
         pairs = read_pairs(args.filelist, args.data_root)
         device = choose_device(args.device)
-        model = load_generator(resolve("wav2lip", args.checkpoint), device)
+        model = load_generator_for_inference(resolve("wav2lip", args.checkpoint), device)
         detect = detect_config(tuple(args.box) if args.box else None)
         detector = (
             None
