@@ -10,13 +10,40 @@ Public API:
 See restore/README.md for the flicker trade-offs.
 """
 
-from restore.align import FFHQ_TEMPLATE_512, estimate_affine, inverse_affine, warp_face
-from restore.blend import parsing_face_mask, paste_restored_face, paste_restored_face_into
-from restore.convert import RESTORE_FACE_SIZE, faces_to_tensor, tensor_to_faces
-from restore.parsing import FaceParser, load_parser
-from restore.restorers import FaceRestorer, load_restorer
-from restore.stage import FaceRestoreStage, build_stage
-from restore.upsample import BackgroundUpsampler, load_bg_upsampler
+import importlib
+from typing import Any
+
+# Names resolved on first use (PEP 562), so that ``import restore.config`` (every run reads the config)
+# does not import spandrel and torchvision (~170 MB and seconds of start-up) when no face is restored.
+_HOMES = {
+    "FFHQ_TEMPLATE_512": "restore.align",
+    "estimate_affine": "restore.align",
+    "inverse_affine": "restore.align",
+    "warp_face": "restore.align",
+    "parsing_face_mask": "restore.blend",
+    "paste_restored_face": "restore.blend",
+    "paste_restored_face_into": "restore.blend",
+    "RESTORE_FACE_SIZE": "restore.convert",
+    "faces_to_tensor": "restore.convert",
+    "tensor_to_faces": "restore.convert",
+    "FaceParser": "restore.parsing",
+    "load_parser": "restore.parsing",
+    "FaceRestorer": "restore.restorers",
+    "load_restorer": "restore.restorers",
+    "FaceRestoreStage": "restore.stage",
+    "build_stage": "restore.stage",
+    "BackgroundUpsampler": "restore.upsample",
+    "load_bg_upsampler": "restore.upsample",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'restore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "RESTORE_FACE_SIZE",
@@ -38,3 +65,7 @@ __all__ = [
     "tensor_to_faces",
     "warp_face",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

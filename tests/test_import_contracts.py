@@ -90,3 +90,17 @@ def test_importing_pipeline_core_loads_no_stage_and_no_orchestration():
     loaded = set(result.stdout.split())
     assert set(core_modules) <= loaded
     assert loaded - set(core_modules) == {"pipeline", "pipeline.core"}
+
+
+def test_a_render_without_restoration_imports_neither_spandrel_nor_torchvision():
+    """Reading the config touches ``restore.config``; the restorers' libraries (spandrel pulls in
+    torchvision: about 170 MB of memory and seconds of start-up) load only when a face is restored."""
+    code = (
+        "import sys, restore\n"
+        "import pipeline.cli, pipeline.render, pipeline.stages, wav2lip.inference\n"
+        "print(' '.join(m for m in ('spandrel', 'torchvision', 'restore.restorers') if m in sys.modules))\n"
+        "restore.build_stage\n"
+        "print('spandrel' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["", "True"]
