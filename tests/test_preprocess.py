@@ -17,7 +17,7 @@ from pipeline.faces.detector import build_retinaface
 from tests.conftest import seeded_state_dict
 from tests.lrs2_fixtures import FACE_BOX, make_clip, make_raw_lrs2
 from wav2lip.audio import load_wav
-from wav2lip.training import preprocess
+from wav2lip.training import filelists, preprocess
 from wav2lip.training.data import crop_method
 
 
@@ -67,7 +67,7 @@ def test_utterance_with_faceless_frames_is_reported_and_left_out(tmp_path):
     assert (out / "vidC/00001/failed.json").is_file() and not (out / "vidC/00001/done.json").exists()
     report = json.loads(preprocess.write_report(out, results).read_text())
     assert report["failed"] == [{"utterance": "vidC/00001", "reason": results[0].reason}]
-    lists = preprocess.split_filelists([r.name for r in results if r.ok], 0.5)
+    lists = filelists.split_filelists([r.name for r in results if r.ok], 0.5)
     assert lists == {"train": ["vidC/00002"], "val": []}
 
 
@@ -133,7 +133,7 @@ def test_official_filelists_are_filtered_to_usable_utterances(tmp_path):
     ]
     out = tmp_path / "pre"
     out.mkdir()
-    written = preprocess.make_filelists(out, results, None, tmp_path)
+    written = filelists.make_filelists(out, sorted(r.name for r in results if r.ok), None, tmp_path)
     assert [p.name for p in written] == ["train.txt", "val.txt", "test.txt"]
     assert (out / "train.txt").read_text() == "v1/00001\nv2/00001\n"
     assert (out / "val.txt").read_text() == "" and (out / "test.txt").read_text() == "v4/00002\n"

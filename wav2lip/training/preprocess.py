@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing as mp
-import random
 import subprocess
 import sys
 import warnings
@@ -51,6 +50,7 @@ from pipeline.faces.detector import DETECTOR_MODELS, Detector, load_detector, tr
 from pipeline.faces.s3fd_boxes import FACE_SCORE as S3FD_FACE_SCORE
 from pipeline.faces.tracking import FaceTrack
 from wav2lip.audio import SAMPLE_RATE_HZ
+from wav2lip.training.filelists import make_filelists
 
 VIDEO_FPS = 25.0  # frames per second of LRS2 (and of the training data)
 DONE_MARKER = "done.json"  # written last: the folder is complete
@@ -58,7 +58,6 @@ FAILED_MARKER = "failed.json"  # the utterance cannot be used (why is inside)
 REPORT_FILE = "preprocess_report.json"
 JPEG_QUALITY = 95  # OpenCV's default JPEG quality, stated explicitly
 DECODE_BATCH = 32  # frames per decoded batch
-SPLITS = ("train", "val", "test")
 CROPS_FILE = "crops.json"  # {"crops": method, "detector": name} of the whole output folder
 CROP_METHODS = ("tracked", "official")  # ours (smoothing, padding, whole utterance or none) | official
 FIXED_BOX_DETECTOR = "box"  # the "detector" recorded for crops cut at a fixed --box
@@ -376,53 +375,6 @@ def write_report(out_root: Path, results: list[UtteranceResult]) -> Path:
     return path
 
 
-# --- file lists ----------------------------------------------------------------------------------------
-
-
-def split_filelists(names: list[str], train_fraction: float, seed: int = 0) -> dict[str, list[str]]:
-    """A seeded random train/val split of ``names`` (both non-empty when there are two or more)."""
-    if not 0.0 < train_fraction < 1.0:
-        raise ConfigError(f"--make-filelists takes the train fraction in (0, 1), got {train_fraction}")
-    shuffled = sorted(names)
-    random.Random(seed).shuffle(shuffled)
-    n_train = min(max(1, round(len(shuffled) * train_fraction)), max(1, len(shuffled) - 1))
-    return {"train": sorted(shuffled[:n_train]), "val": sorted(shuffled[n_train:])}
-
-
-def filter_filelists(source_dir: Path, usable: set[str]) -> dict[str, list[str]]:
-    """The official lists in ``source_dir`` (``train.txt``, ``val.txt``, ``test.txt``) restricted to
-    ``usable`` utterances; only the first word of each line is kept."""
-    lists = {}
-    for split in SPLITS:
-        path = source_dir / f"{split}.txt"
-        if path.is_file():
-            names = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            lists[split] = [n for n in names if n in usable]
-    return lists
-
-
-def write_filelists(out_root: Path, lists: dict[str, list[str]]) -> list[Path]:
-    paths = []
-    for split, names in lists.items():
-        path = out_root / f"{split}.txt"
-        path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-        paths.append(path)
-    return paths
-
-
-def make_filelists(
-    out_root: Path, results: list[UtteranceResult], train_fraction: float | None, source_dir: Path | None
-) -> list[Path]:
-    """Write ``train.txt`` / ``val.txt`` (and ``test.txt``) of the usable utterances: a new seeded split
-    with ``train_fraction``, else the official lists found in ``source_dir``; [] when neither applies."""
-    usable = sorted(r.name for r in results if r.ok)
-    if train_fraction is not None:
-        return write_filelists(out_root, split_filelists(usable, train_fraction))
-    if source_dir is not None and (source_dir / "train.txt").is_file():
-        return write_filelists(out_root, filter_filelists(source_dir, set(usable)))
-    return []
-
-
 # --- command line --------------------------------------------------------------------------------------
 
 
@@ -478,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from_args(args)
         results = preprocess(options)
         source = Path(args.filelists_from) if args.filelists_from else options.data_root.parent
-        lists = make_filelists(options.out_root, results, args.make_filelists, source)
+        usable = sorted(r.name for r in results if r.ok)
+        lists = make_filelists(options.out_root, usable, args.make_filelists, source)
     except LipSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
