@@ -79,8 +79,12 @@ class PreprocessOptions:
 
     @property
     def detector_name(self) -> str:
-        """What finds the faces, as recorded with the crops: ``detect.model``, or "box"."""
-        return FIXED_BOX_DETECTOR if self.detect.box is not None else self.detect.model
+        return detector_name_of(self.detect)
+
+
+def detector_name_of(detect: DetectConfig) -> str:
+    """What finds the faces, as recorded with the crops: ``detect.model``, or "box" with a fixed box."""
+    return FIXED_BOX_DETECTOR if detect.box is not None else detect.model
 
 
 def official_detect(detect: DetectConfig) -> DetectConfig:
@@ -166,13 +170,11 @@ def process_utterance(
     """Write the crops, ``audio.wav`` and finally ``done.json`` (or ``failed.json``) for one video.
     ``crops="official"``: each frame's first box (:func:`official_track`), faceless frames left out;
     ``"tracked"``: ``detect``'s tracking, and a frame without a face fails the utterance.
-    ``detector_name`` is recorded in ``done.json`` (default: "box" with ``detect.box``, else
-    ``detect.model``)."""
+    ``detector_name`` is recorded in ``done.json`` (default: :func:`detector_name_of` ``detect``)."""
     name = utterance_name(video)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FAILED_MARKER).unlink(missing_ok=True)
-    if detector_name is None:
-        detector_name = FIXED_BOX_DETECTOR if detect.box is not None else detect.model
+    detector_name = detector_name or detector_name_of(detect)
     try:
         first = read_first_frame(video, VIDEO_FPS)
         size = FrameSize(first.shape[1], first.shape[0])
@@ -293,6 +295,8 @@ def _checked(options: PreprocessOptions) -> PreprocessOptions:
     if options.crops not in CROP_METHODS:
         raise ConfigError(f"crops must be one of {', '.join(CROP_METHODS)}, got {options.crops!r}")
     choose_device(options.device)  # DeviceUnavailableError now rather than in every worker
+    if options.crops == "official":
+        options = dataclasses.replace(options, detect=official_detect(options.detect))
     if options.detect.box is not None:
         return options
     if options.detect.model not in DETECTOR_MODELS:
@@ -300,8 +304,7 @@ def _checked(options: PreprocessOptions) -> PreprocessOptions:
             f"--detector must be one of {', '.join(DETECTOR_MODELS)}, got {options.detect.model!r}"
         )
     checkpoint = resolve(options.detect.model, options.detector_checkpoint, options.weights_dir)
-    detect = official_detect(options.detect) if options.crops == "official" else options.detect
-    return dataclasses.replace(options, detect=detect, detector_checkpoint=str(checkpoint))
+    return dataclasses.replace(options, detector_checkpoint=str(checkpoint))
 
 
 def _out_dir(options: PreprocessOptions, video: Path) -> Path:
