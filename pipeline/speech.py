@@ -21,7 +21,7 @@ import numpy as np
 from pipeline import timeline
 from pipeline.config import PipelineConfig
 from pipeline.core.errors import AudioError, InputError
-from pipeline.core.media import decode_audio
+from pipeline.core.media import load_speech
 from pipeline.core.types import AudioClip
 from pipeline.dialogue import DialoguePlan, join_turns
 from pipeline.inputs import RenderInputs
@@ -126,12 +126,12 @@ def _speech_audio(
     config: PipelineConfig, inputs: RenderInputs, resolve_device: Callable[[], str]
 ) -> AudioClip:
     if inputs.audio is not None:
-        return decode_audio(inputs.audio)
+        return load_speech(inputs.audio)  # soxr resampling, as wav2lip.audio.load_wav
     import tts
 
     reference = None
     if config.tts.clone_voice_from_video:
-        reference = decode_audio(inputs.video)
+        reference = load_speech(inputs.video)
     assert inputs.script is not None
     device = resolve_device() if config.tts.engine == "coqui" else None
     return tts.synthesize(

@@ -13,6 +13,7 @@ RESTORER_WEIGHTS = {"gfpgan": "gfpgan_v1.4", "codeformer": "codeformer"}
 DETECTOR_WEIGHTS = {
     "retinaface_resnet50": "retinaface_resnet50",
     "retinaface_mobile0.25": "retinaface_mobile0.25",
+    "s3fd": "s3fd",
 }
 
 

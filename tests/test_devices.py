@@ -80,3 +80,33 @@ def test_no_gpu_at_all_falls_back_to_the_cpu_quietly(monkeypatch, recwarn):
     assert not [w for w in recwarn if "GPU" in str(w.message)]
     with pytest.raises(DeviceUnavailableError, match="use --device cpu"):
         devices.choose_device("cuda")
+
+
+def _tool_commands(tmp_path):
+    """(main, minimal argv) of the training and evaluation tools that take --device."""
+    from wav2lip.eval import evaluate, generate
+    from wav2lip.training import preprocess
+
+    folder = str(tmp_path)
+    return [
+        (preprocess, ["--data-root", folder, "--out", str(tmp_path / "out")]),
+        (evaluate, ["--videos", folder]),
+        (
+            generate,
+            ["--filelist", str(tmp_path / "pairs.txt"), "--data-root", folder, "--results-dir", folder],
+        ),
+    ]
+
+
+@pytest.mark.parametrize("tool", [0, 1, 2], ids=["preprocess", "evaluate", "generate"])
+def test_training_and_evaluation_tools_take_cuda_n(tmp_path, monkeypatch, capsys, tool):
+    module, argv = _tool_commands(tmp_path)[tool]
+    assert module.build_parser().parse_args([*argv, "--device", "cuda:1"]).device == "cuda:1"
+    with pytest.raises(SystemExit) as refused:
+        module.build_parser().parse_args([*argv, "--device", "gpu"])
+    assert refused.value.code == 2 and "cuda:N" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "nvidia_gpu_evidence", lambda: None)
+    assert module.main([*argv, "--device", "cuda:1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --device cuda:1 was asked for, but no CUDA device is available (use --device cpu)\n"

@@ -159,6 +159,25 @@ def test_load_wav_resamples_like_librosa_with_soxr(tmp_path):
     assert mel_gap < 1e-2, mel_gap
 
 
+def test_the_render_speech_is_resampled_like_librosa_too(tmp_path):
+    """The render's speech (``pipeline.speech``) goes through the same soxr resampling as load_wav; the
+    ffmpeg decode it used before misses librosa by far more than the 1e-3 allowed."""
+    from pipeline.config import build_config
+    from pipeline.core.media import decode_audio
+    from pipeline.inputs import RenderInputs
+    from pipeline.speech import speech_audio
+
+    path = tmp_path / "chirp44k.wav"
+    soundfile.write(path, _chirp(44100), 44100, subtype="PCM_16")
+    reference, _ = librosa.load(path, sr=SR)
+    inputs = RenderInputs(tmp_path / "face.mp4", False, tmp_path / "out.mp4", path, None)
+    clip = speech_audio(build_config({}), inputs)
+    assert clip.sample_rate_hz == SR and clip.samples.shape == reference.shape == (16000,)
+    assert np.abs(clip.samples - reference).max() < 1e-3
+    assert np.array_equal(clip.samples, audio.load_wav(path))
+    assert np.abs(decode_audio(path).samples[:16000] - reference).max() > 1e-2  # ffmpeg's resampler
+
+
 def test_source_rate_is_parsed_from_the_ffmpeg_banner():
     from pathlib import Path
 

@@ -39,43 +39,17 @@ def load_wav(path: str | Path, sr: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Decode any audio or video file ffmpeg reads to ``(n,) float32`` mono samples at ``sr`` Hz.
 
     Stereo is averaged to mono like librosa (other layouts use ffmpeg's normalised downmix); values
-    are in [-1, 1] for integer sources. A source at another rate is decoded at its own rate and
-    resampled with soxr's high-quality mode, as ``librosa.load(path, sr=sr)`` (the official
-    features) does, so the samples match librosa's. Raises
+    are in [-1, 1] for integer sources. A source at another rate is resampled as
+    ``librosa.load(path, sr=sr)`` (the official features) does:
+    :func:`pipeline.core.media.load_speech`, which the render's speech loading uses too. Raises
     :class:`AudioError` when the file is missing, has no audio stream, cannot be decoded or is empty.
     """
-    from pipeline.core.media import decode_audio
+    from pipeline.core.media import load_speech
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
-    source_rate = _source_rate_hz(path)
-    if source_rate is None or source_rate == sr:
-        return decode_audio(path, sr).samples
-    return resample_like_librosa(decode_audio(path, source_rate).samples, source_rate, sr)
-
-
-def _source_rate_hz(path: Path) -> int | None:
-    """Sample rate of the first audio stream of ``path``; None when ffmpeg cannot tell (decoding then
-    reports the error)."""
-    import subprocess
-
-    from pipeline.core import ffmpeg
-
-    result = subprocess.run(ffmpeg.probe_args(path), capture_output=True, check=False)
-    stderr = result.stderr.decode("utf-8", "replace")
-    return ffmpeg.parse_probe(path, stderr).audio_sample_rate_hz if "Input #0" in stderr else None
-
-
-def resample_like_librosa(samples: np.ndarray, source_rate_hz: int, target_rate_hz: int) -> np.ndarray:
-    """``(n,)`` float samples resampled as ``librosa.resample(res_type="soxr_hq")``: soxr HQ, then
-    zero-padded or cut to ``ceil(n * target / source)`` samples. Returns float32."""
-    import soxr
-
-    out = soxr.resample(np.asarray(samples, np.float32), source_rate_hz, target_rate_hz, quality="HQ")
-    n_out = int(np.ceil(len(samples) * float(target_rate_hz) / source_rate_hz))
-    out = out[:n_out] if len(out) >= n_out else np.pad(out, (0, n_out - len(out)))
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return load_speech(path, sr).samples
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:

@@ -165,6 +165,41 @@ def decode_audio(path: str | Path, sample_rate_hz: int = ffmpeg.SPEECH_SAMPLE_RA
     return AudioClip(samples, sample_rate_hz)
 
 
+def load_speech(path: str | Path, sample_rate_hz: int = ffmpeg.SPEECH_SAMPLE_RATE_HZ) -> AudioClip:
+    """The first audio stream of ``path`` as mono float32 at ``sample_rate_hz``, resampled as
+    ``librosa.load(path, sr=sample_rate_hz)`` resamples (the official Wav2Lip features).
+
+    A source already at ``sample_rate_hz`` is decoded as it is; one at another rate is decoded at its
+    own rate and resampled with :func:`resample_like_librosa` (soxr HQ), not with ffmpeg's default
+    resampler, which differs from librosa's by up to 0.08 on a chirp. AudioError when the file has no
+    audio stream, cannot be decoded or is empty.
+    """
+    source_rate = _source_rate_hz(Path(path))
+    if source_rate is None or source_rate == sample_rate_hz:
+        return decode_audio(path, sample_rate_hz)
+    samples = decode_audio(path, source_rate).samples
+    return AudioClip(resample_like_librosa(samples, source_rate, sample_rate_hz), sample_rate_hz)
+
+
+def resample_like_librosa(samples: np.ndarray, source_rate_hz: int, target_rate_hz: int) -> np.ndarray:
+    """``(n,)`` float samples resampled as ``librosa.resample(res_type="soxr_hq")``: soxr HQ, then
+    zero-padded or cut to ``ceil(n * target / source)`` samples. Returns float32."""
+    import soxr  # installed with librosa; imported here since most runs never resample
+
+    out = soxr.resample(np.asarray(samples, np.float32), source_rate_hz, target_rate_hz, quality="HQ")
+    n_out = int(np.ceil(len(samples) * float(target_rate_hz) / source_rate_hz))
+    out = out[:n_out] if len(out) >= n_out else np.pad(out, (0, n_out - len(out)))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _source_rate_hz(path: Path) -> int | None:
+    """Sample rate of the first audio stream of ``path``; None when ffmpeg cannot tell (decoding then
+    reports the error)."""
+    result = subprocess.run(ffmpeg.probe_args(path), capture_output=True, check=False)
+    stderr = result.stderr.decode("utf-8", "replace")
+    return ffmpeg.parse_probe(path, stderr).audio_sample_rate_hz if "Input #0" in stderr else None
+
+
 class VideoWriter:
     """Encode BGR frames plus the speech into ``output`` with one ffmpeg process.
 

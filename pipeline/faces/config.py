@@ -8,7 +8,8 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class DetectConfig:
-    model: Literal["retinaface_resnet50", "retinaface_mobile0.25"] = "retinaface_resnet50"
+    # s3fd: the official Wav2Lip preprocessing's detector (no landmarks; its official keep score is 0.5)
+    model: Literal["retinaface_resnet50", "retinaface_mobile0.25", "s3fd"] = "retinaface_resnet50"
     checkpoint: str | None = None  # default: weights/<manifest file of `model`>
     detect_max_side: int = 640  # detection runs on a copy downscaled to at most this many pixels
     score_threshold: float = 0.8

@@ -1,7 +1,8 @@
 """Face detection with facexlib's RetinaFace, and the face track of a whole video.
 
 :func:`load_detector` builds facexlib's own ``RetinaFace`` module (ResNet-50 or MobileNet-0.25) and
-loads the official ``detection_Resnet50_Final.pth`` / ``detection_mobilenet0.25_Final.pth`` strictly.
+loads the official ``detection_Resnet50_Final.pth`` / ``detection_mobilenet0.25_Final.pth`` strictly
+(``detect.model = "s3fd"`` loads the official preprocessing's S3FD instead, :mod:`pipeline.faces.s3fd`).
 :class:`FaceDetector` runs it in batches on copies of the frames downscaled to at most
 ``detect_max_side`` pixels and maps boxes and the five landmarks back to full-resolution pixels; the
 anchors, decoding, score threshold and NMS are facexlib's. :func:`track_faces` runs the detector over a
@@ -15,7 +16,7 @@ import importlib
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -30,8 +31,14 @@ from pipeline.core.types import FaceBox
 from pipeline.faces.config import DetectConfig
 from pipeline.faces.tracking import FaceTrack, choose_faces, fixed_box_track, pad_boxes, smooth_boxes
 
+if TYPE_CHECKING:
+    from pipeline.faces.s3fd import S3FDDetector
+
 __all__ = [
+    "DETECTOR_MODELS",
     "FaceDetector",
+    "check_detector_state_dict",
+    "check_frames",
     "decode_detections",
     "detection_size",
     "detections_to_faces",
@@ -43,6 +50,7 @@ __all__ = [
 RETINAFACE_MEAN_BGR = (104.0, 117.0, 123.0)  # 0-255 pixel values subtracted per channel, B, G, R order
 NMS_IOU_THRESHOLD = 0.4  # IoU above which the lower-scored of two boxes is dropped (facexlib default)
 NETWORK_NAMES = {"retinaface_resnet50": "resnet50", "retinaface_mobile0.25": "mobile0.25"}
+DETECTOR_MODELS = (*NETWORK_NAMES, "s3fd")  # every detect.model; S3FD lives in pipeline.faces.s3fd
 N_LANDMARKS = 5  # eyes, nose tip, mouth corners
 DETECTION_COLUMNS = 15  # x1, y1, x2, y2, score, then 5 landmarks as x, y pairs
 
@@ -92,7 +100,7 @@ class FaceDetector:
         Columns: x1, y1, x2, y2, score, then landmark x, y pairs, all in full-resolution pixels (not
         clipped), rows by descending score after the score threshold and NMS.
         """
-        _check_frames(frames)
+        check_frames(frames)
         parts = self.batches.map(len(frames), lambda start, stop: self._detect_batch(frames[start:stop]))
         return [rows for part in parts for rows in part]
 
@@ -122,8 +130,9 @@ class FaceDetector:
 
 def load_detector(
     config: DetectConfig, checkpoint_path: str | Path, device: Any, precision: str = "fp32"
-) -> FaceDetector:
-    """Build ``config.model``'s RetinaFace, load ``checkpoint_path`` strictly, move it to ``device``.
+) -> FaceDetector | S3FDDetector:
+    """Build ``config.model``'s detector (RetinaFace, or S3FD: :func:`pipeline.faces.s3fd.load_s3fd`),
+    load ``checkpoint_path`` strictly, move it to ``device``.
 
     ``precision``: "auto" / "fp32" / "bf16" / "fp16" (:func:`~pipeline.core.devices.resolve_precision`).
 
@@ -131,12 +140,16 @@ def load_detector(
     MissingWeightsError / WeightsError for unreadable files, WrongModelError for a checkpoint of
     another network, ConfigError for an unknown model name, EngineUnavailableError without facexlib.
     """
+    if config.model == "s3fd":
+        from pipeline.faces.s3fd import load_s3fd
+
+        return load_s3fd(config, checkpoint_path, device, precision)
     network_name = NETWORK_NAMES.get(config.model)
     if network_name is None:
-        raise ConfigError(f"detect.model must be one of {', '.join(NETWORK_NAMES)}, got {config.model!r}")
+        raise ConfigError(f"detect.model must be one of {', '.join(DETECTOR_MODELS)}, got {config.model!r}")
     network = build_retinaface(network_name)
     state = load_state_dict(checkpoint_path, what=f"RetinaFace {network_name} face detector")
-    _check_state_dict(network, state, checkpoint_path, config.model)
+    check_detector_state_dict(network, state, checkpoint_path, config.model)
     network.load_state_dict(state, strict=True)
     network.to(device).eval()
     chosen = resolve_precision(precision, device)
@@ -308,7 +321,7 @@ def _no_face_message(n_frames: int, cfg: DetectConfig) -> str:
     )
 
 
-def _check_frames(frames: np.ndarray) -> None:
+def check_frames(frames: np.ndarray) -> None:
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[3] != 3:
         shape = getattr(frames, "shape", None)
         raise InputError(f"frames must be an (N, H, W, 3) BGR array, got shape {shape}")
@@ -316,7 +329,7 @@ def _check_frames(frames: np.ndarray) -> None:
         raise InputError(f"frames must be uint8, got {frames.dtype}")
 
 
-def _check_state_dict(
+def check_detector_state_dict(
     network: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, model: str
 ) -> None:
     expected = network.state_dict()
@@ -329,7 +342,7 @@ def _check_state_dict(
         if names
     ]
     if problems:
-        others = ", ".join(name for name in NETWORK_NAMES if name != model)
+        others = ", ".join(name for name in DETECTOR_MODELS if name != model)
         raise WrongModelError(
             f"{path} is not a {model} checkpoint ({'; '.join(problems)}); give the matching file or set "
             f"detect.model to the detector it belongs to ({others})"

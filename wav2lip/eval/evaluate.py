@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from pipeline.core.device_names import DEVICE_HELP, device_argument
 from pipeline.core.devices import choose_device
 from pipeline.core.errors import InputError, LipSyncError
 from pipeline.core.media import FrameSize, VideoReader, decode_audio, read_first_frame
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--box", nargs=4, type=int, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
     parser.add_argument("--detector-checkpoint", metavar="FILE", help="RetinaFace weights for --crop detect")
     parser.add_argument("--vshift", type=int, default=VSHIFT)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", type=device_argument, default="auto", metavar="DEVICE", help=DEVICE_HELP)
     parser.add_argument("--out", metavar="FILE.json", help="write every score here")
     parser.add_argument("--quiet", action="store_true")
     return parser
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        choose_device(args.device)  # an unusable --device fails before any work
         if args.crop == "box" and not args.box:
             raise InputError("--crop box needs --box TOP BOTTOM LEFT RIGHT")
         videos = list_videos(args.videos, args.filelist, args.root)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from pipeline.core.device_names import DEVICE_HELP, device_argument
 from pipeline.core.errors import InputError, NoFaceError
 from pipeline.core.media import FrameSize, VideoReader, VideoWriter, read_first_frame
 from pipeline.core.types import AudioClip
@@ -153,7 +154,7 @@ def build_parser():
         "--syncnet-v2", metavar="FILE", help="score with it (default weights/syncnet_v2.model)"
     )
     parser.add_argument("--no-score", action="store_true", help="only generate the videos")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", type=device_argument, default="auto", metavar="DEVICE", help=DEVICE_HELP)
     parser.add_argument("--out", metavar="FILE.json", help="write every score here")
     parser.add_argument("--quiet", action="store_true")
     return parser
@@ -173,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        device = choose_device(args.device)  # an unusable --device fails before any work
         pairs = read_pairs(args.filelist, args.data_root)
-        device = choose_device(args.device)
         model = load_generator_for_inference(resolve("wav2lip", args.checkpoint), device)
         detect = detect_config(tuple(args.box) if args.box else None)
         detector = (

@@ -77,23 +77,25 @@ def read_filelist(path: str | Path, data_root: str | Path) -> list[Path]:
 
 def crop_method(folders: list[Path]) -> str | None:
     """The one crop method (``"crops"`` of each folder's ``done.json``, see the preprocessing) of
-    ``folders``; None when none records one. Raises InputError when they mix methods, since official
-    and tracked crops frame the face differently."""
+    ``folders``; None when none records one. Raises InputError when they mix methods or detectors
+    (``"detector"``; "unrecorded" in folders preprocessed before it was recorded), since official and
+    tracked crops, and S3FD and RetinaFace boxes, frame the face differently."""
     import json
 
-    methods: dict[str, Path] = {}
+    makers: dict[tuple[str, str], Path] = {}
     for folder in folders:
         done = folder / "done.json"
         if done.is_file():
-            method = json.loads(done.read_text(encoding="utf-8")).get("crops", "tracked")
-            methods.setdefault(method, folder)
-    if len(methods) > 1:
-        examples = ", ".join(f"{m!r} ({f})" for m, f in sorted(methods.items()))
+            record = json.loads(done.read_text(encoding="utf-8"))
+            maker = (record.get("crops", "tracked"), record.get("detector", "unrecorded"))
+            makers.setdefault(maker, folder)
+    if len(makers) > 1:
+        examples = ", ".join(f"{m!r} crops by {d!r} ({f})" for (m, d), f in sorted(makers.items()))
         raise InputError(
-            f"the file lists mix face crops made by different methods: {examples}; preprocess all "
-            "utterances one way (with or without --official-crops) into one folder"
+            f"the file lists mix face crops made by different methods or detectors: {examples}; "
+            "preprocess all utterances one way (the same --official-crops and --detector) into one folder"
         )
-    return next(iter(methods), None)
+    return next(iter(makers), (None, None))[0]
 
 
 # --- pure window rules ---------------------------------------------------------------------------------

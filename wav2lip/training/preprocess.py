@@ -8,11 +8,14 @@ resumable: ``done.json`` is written last in each finished folder, and finished f
 An utterance with a frame without a face gets ``failed.json`` instead, is listed in
 ``preprocess_report.json`` and is left out of the file lists (it would give broken 5-frame windows).
 
-``--official-crops`` cuts as the official ``preprocess.py`` does (with RetinaFace, not its S3FD): every
-frame detected on its own, no smoothing, no padding, and a frame without a face is only left out (its
-``<n>.jpg`` is missing; windows across the gap are never drawn). Which method made the crops is
-recorded in every ``done.json`` (``"crops"``) and in ``<out>/crops.json``; one output folder holds one
-method, and training refuses file lists that mix them.
+``--official-crops`` cuts as the official ``preprocess.py`` does: every frame detected on its own at
+full resolution, the first (best-scored) box taken, no smoothing, no padding, and a frame without a
+face is only left out (its ``<n>.jpg`` is missing; windows across the gap are never drawn). With
+``--detector s3fd`` the detector is the official one too (S3FD, keep score 0.5, fed RGB as the
+official batch path does); without it RetinaFace finds the boxes. The detector weights come from
+``--detector-checkpoint`` or ``weights/`` (the manifest file of ``--detector``). Which method and
+detector made the crops is recorded in every ``done.json`` (``"crops"``, ``"detector"``) and in
+``<out>/crops.json``; one output folder holds one of each, and training refuses file lists that mix them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing as mp
-import random
 import subprocess
 import sys
 import warnings
@@ -36,13 +38,19 @@ import torch
 from tqdm import tqdm
 
 from pipeline.core import ffmpeg
+from pipeline.core.config_io import WEIGHTS_DIR
+from pipeline.core.device_names import DEVICE_HELP, device_argument
 from pipeline.core.devices import choose_device
 from pipeline.core.errors import ConfigError, FFmpegError, InputError, LipSyncError, NoFaceError
 from pipeline.core.media import FrameSize, VideoReader, read_first_frame
+from pipeline.core.types import FaceBox
+from pipeline.core.weight_store import resolve
 from pipeline.faces.config import DetectConfig
-from pipeline.faces.detector import load_detector, track_faces
+from pipeline.faces.detector import DETECTOR_MODELS, Detector, load_detector, track_faces
+from pipeline.faces.s3fd_boxes import FACE_SCORE as S3FD_FACE_SCORE
 from pipeline.faces.tracking import FaceTrack
 from wav2lip.audio import SAMPLE_RATE_HZ
+from wav2lip.training.filelists import make_filelists
 
 VIDEO_FPS = 25.0  # frames per second of LRS2 (and of the training data)
 DONE_MARKER = "done.json"  # written last: the folder is complete
@@ -50,9 +58,10 @@ FAILED_MARKER = "failed.json"  # the utterance cannot be used (why is inside)
 REPORT_FILE = "preprocess_report.json"
 JPEG_QUALITY = 95  # OpenCV's default JPEG quality, stated explicitly
 DECODE_BATCH = 32  # frames per decoded batch
-SPLITS = ("train", "val", "test")
-CROPS_FILE = "crops.json"  # {"crops": method} of the whole output folder
+CROPS_FILE = "crops.json"  # {"crops": method, "detector": name} of the whole output folder
 CROP_METHODS = ("tracked", "official")  # ours (smoothing, padding, whole utterance or none) | official
+FIXED_BOX_DETECTOR = "box"  # the "detector" recorded for crops cut at a fixed --box
+OFFICIAL_MAX_SIDE = 1 << 30  # pixels: the official preprocessing detects on the full-size frame
 
 
 @dataclass(frozen=True)
@@ -60,31 +69,47 @@ class PreprocessOptions:
     data_root: Path
     out_root: Path
     detect: DetectConfig = field(default_factory=DetectConfig)
-    detector_checkpoint: str | None = None  # needed unless detect.box is set
+    detector_checkpoint: str | None = None  # default: the manifest file of detect.model under weights_dir
     device: str = "auto"
     workers: int = 1
     retry_failed: bool = False
     quiet: bool = False
     crops: str = "tracked"  # one of CROP_METHODS
+    weights_dir: Path = WEIGHTS_DIR
+
+    @property
+    def detector_name(self) -> str:
+        return detector_name_of(self.detect)
+
+
+def detector_name_of(detect: DetectConfig) -> str:
+    """What finds the faces, as recorded with the crops: ``detect.model``, or "box" with a fixed box."""
+    return FIXED_BOX_DETECTOR if detect.box is not None else detect.model
 
 
 def official_detect(detect: DetectConfig) -> DetectConfig:
-    """``detect`` as the official preprocessing detects: frame by frame, no smoothing, no padding."""
-    return dataclasses.replace(detect, nosmooth=True, smooth_window=1, pads=(0, 0, 0, 0))
+    """``detect`` as the official preprocessing detects: frame by frame at full resolution, no
+    smoothing, no padding."""
+    return dataclasses.replace(
+        detect, nosmooth=True, smooth_window=1, pads=(0, 0, 0, 0), detect_max_side=OFFICIAL_MAX_SIDE
+    )
 
 
-def record_crop_method(out_root: Path, method: str) -> None:
-    """Write ``<out_root>/crops.json``; ConfigError when the folder already holds the other method."""
+def record_crop_method(out_root: Path, method: str, detector: str) -> None:
+    """Write ``<out_root>/crops.json``; ConfigError when the folder already holds crops of another
+    method or detector."""
     path = Path(out_root) / CROPS_FILE
+    wanted = {"crops": method, "detector": detector}
     if path.is_file():
-        earlier = json.loads(path.read_text(encoding="utf-8")).get("crops")
-        if earlier != method:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        if {key: earlier.get(key) for key in wanted} != wanted:
             raise ConfigError(
-                f"{out_root} holds {earlier!r} crops; {method!r} crops must go to another --out folder"
+                f"{out_root} holds {earlier.get('crops')!r} crops made by {earlier.get('detector')!r}; "
+                f"{method!r} crops made by {detector!r} must go to another --out folder"
             )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"crops": method}), encoding="utf-8")
+    path.write_text(json.dumps(wanted), encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -135,19 +160,29 @@ def extract_audio_args(video: Path, wav: Path) -> list[str]:
 
 
 def process_utterance(
-    video: Path, out_dir: Path, detector, detect: DetectConfig, crops: str = "tracked"
+    video: Path,
+    out_dir: Path,
+    detector: Detector | None,
+    detect: DetectConfig,
+    crops: str = "tracked",
+    detector_name: str | None = None,
 ) -> UtteranceResult:
     """Write the crops, ``audio.wav`` and finally ``done.json`` (or ``failed.json``) for one video.
-    ``crops="official"``: ``detect`` is used frame by frame unsmoothed and unpadded, faceless frames
-    are left out; ``"tracked"``: a frame without a face fails the utterance."""
+    ``crops="official"``: each frame's first box (:func:`official_track`), faceless frames left out;
+    ``"tracked"``: ``detect``'s tracking, and a frame without a face fails the utterance.
+    ``detector_name`` is recorded in ``done.json`` (default: :func:`detector_name_of` ``detect``)."""
     name = utterance_name(video)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FAILED_MARKER).unlink(missing_ok=True)
+    detector_name = detector_name or detector_name_of(detect)
     try:
         first = read_first_frame(video, VIDEO_FPS)
         size = FrameSize(first.shape[1], first.shape[0])
         official = crops == "official"
-        track = _track(video, size, detector, official_detect(detect) if official else detect)
+        if official and detect.box is None:
+            track = official_track(_detect_frames(video, size, detector))
+        else:
+            track = _track(video, size, detector, detect)
         if track.frames_without_face and not official:
             missing = [i for i, f in enumerate(track.faces) if f is None]
             raise NoFaceError(
@@ -157,9 +192,31 @@ def process_utterance(
         _extract_audio(video, out_dir / "audio.wav")
     except LipSyncError as exc:
         return _fail(out_dir, name, str(exc))
-    done = {"frames": count, "source": str(video), "crops": crops}
+    done = {"frames": count, "source": str(video), "crops": crops, "detector": detector_name}
     (out_dir / DONE_MARKER).write_text(json.dumps(done), encoding="utf-8")
     return UtteranceResult(name, True, count)
+
+
+def official_track(per_frame: list[list[FaceBox]]) -> FaceTrack:
+    """The official crop rule: each frame's first (best-scored) detected box as it is, ``None`` where
+    a frame has none. NoFaceError when no frame has a face."""
+    faces = tuple(found[0] if found else None for found in per_frame)
+    missing = sum(face is None for face in faces)
+    if missing == len(faces):
+        raise NoFaceError(f"no face found in any of the {len(faces)} frames")
+    return FaceTrack(faces=faces, frames_without_face=missing)
+
+
+def _detect_frames(video: Path, size: FrameSize, detector: Detector | None) -> list[list[FaceBox]]:
+    if detector is None:
+        raise ValueError("official crops need a detector unless detect.box is set")
+    per_frame: list[list[FaceBox]] = []
+    with VideoReader(video, size, VIDEO_FPS, DECODE_BATCH) as reader:
+        for frames in reader:
+            per_frame.extend(detector.detect(frames))
+    if not per_frame:
+        raise InputError(f"{video} has no frames")
+    return per_frame
 
 
 def _track(video: Path, size: FrameSize, detector, detect: DetectConfig) -> FaceTrack:
@@ -211,12 +268,9 @@ def previous_result(video: Path, out_dir: Path, retry_failed: bool) -> Utterance
 
 def preprocess(options: PreprocessOptions) -> list[UtteranceResult]:
     """Process every utterance under ``options.data_root`` not finished before; write the report."""
+    options = _checked(options)
     videos = find_videos(options.data_root)
-    if options.detect.box is None and not options.detector_checkpoint:
-        raise ConfigError("give --detector-checkpoint (RetinaFace weights) or a fixed --box")
-    if options.crops not in CROP_METHODS:
-        raise ConfigError(f"crops must be one of {', '.join(CROP_METHODS)}, got {options.crops!r}")
-    record_crop_method(options.out_root, options.crops)
+    record_crop_method(options.out_root, options.crops, options.detector_name)
     results, todo = [], []
     for video in videos:
         earlier = previous_result(video, _out_dir(options, video), options.retry_failed)
@@ -235,6 +289,24 @@ def preprocess(options: PreprocessOptions) -> list[UtteranceResult]:
     return sorted(results, key=lambda r: r.name)
 
 
+def _checked(options: PreprocessOptions) -> PreprocessOptions:
+    """``options`` validated before any work: the crop method, the device, the detector and its
+    weights (the resolved checkpoint path filled in); official crops get :func:`official_detect`."""
+    if options.crops not in CROP_METHODS:
+        raise ConfigError(f"crops must be one of {', '.join(CROP_METHODS)}, got {options.crops!r}")
+    choose_device(options.device)  # DeviceUnavailableError now rather than in every worker
+    if options.crops == "official":
+        options = dataclasses.replace(options, detect=official_detect(options.detect))
+    if options.detect.box is not None:
+        return options
+    if options.detect.model not in DETECTOR_MODELS:
+        raise ConfigError(
+            f"--detector must be one of {', '.join(DETECTOR_MODELS)}, got {options.detect.model!r}"
+        )
+    checkpoint = resolve(options.detect.model, options.detector_checkpoint, options.weights_dir)
+    return dataclasses.replace(options, detector_checkpoint=str(checkpoint))
+
+
 def _out_dir(options: PreprocessOptions, video: Path) -> Path:
     return options.out_root / video.parent.name / video.stem
 
@@ -245,7 +317,14 @@ def _run_all(videos: list[Path], options: PreprocessOptions) -> Iterable[Utteran
     if options.workers <= 1:
         detector = _load_detector(options, 0)
         for video in videos:
-            yield process_utterance(video, _out_dir(options, video), detector, options.detect, options.crops)
+            yield process_utterance(
+                video,
+                _out_dir(options, video),
+                detector,
+                options.detect,
+                options.crops,
+                options.detector_name,
+            )
         return
     counter = mp.get_context("spawn").Value("i", 0)
     with ProcessPoolExecutor(
@@ -263,8 +342,9 @@ def _load_detector(options: PreprocessOptions, worker_index: int):
     if options.detect.box is not None:
         return None
     device = choose_device(options.device)
-    if device == "cuda":
+    if device == "cuda":  # plain "cuda": the workers share out the GPUs; "cuda:N" is kept as given
         device = f"cuda:{worker_index % max(1, torch.cuda.device_count())}"
+    assert options.detector_checkpoint is not None  # filled in by _checked
     return load_detector(options.detect, options.detector_checkpoint, device)
 
 
@@ -281,7 +361,9 @@ def _init_worker(options: PreprocessOptions, counter) -> None:
 
 def _worker_task(video: Path, out_dir: Path) -> UtteranceResult:
     options = _WORKER["options"]
-    return process_utterance(video, out_dir, _WORKER["detector"], options.detect, options.crops)
+    return process_utterance(
+        video, out_dir, _WORKER["detector"], options.detect, options.crops, options.detector_name
+    )
 
 
 def write_report(out_root: Path, results: list[UtteranceResult]) -> Path:
@@ -296,53 +378,6 @@ def write_report(out_root: Path, results: list[UtteranceResult]) -> Path:
     return path
 
 
-# --- file lists ----------------------------------------------------------------------------------------
-
-
-def split_filelists(names: list[str], train_fraction: float, seed: int = 0) -> dict[str, list[str]]:
-    """A seeded random train/val split of ``names`` (both non-empty when there are two or more)."""
-    if not 0.0 < train_fraction < 1.0:
-        raise ConfigError(f"--make-filelists takes the train fraction in (0, 1), got {train_fraction}")
-    shuffled = sorted(names)
-    random.Random(seed).shuffle(shuffled)
-    n_train = min(max(1, round(len(shuffled) * train_fraction)), max(1, len(shuffled) - 1))
-    return {"train": sorted(shuffled[:n_train]), "val": sorted(shuffled[n_train:])}
-
-
-def filter_filelists(source_dir: Path, usable: set[str]) -> dict[str, list[str]]:
-    """The official lists in ``source_dir`` (``train.txt``, ``val.txt``, ``test.txt``) restricted to
-    ``usable`` utterances; only the first word of each line is kept."""
-    lists = {}
-    for split in SPLITS:
-        path = source_dir / f"{split}.txt"
-        if path.is_file():
-            names = [ln.split()[0] for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            lists[split] = [n for n in names if n in usable]
-    return lists
-
-
-def write_filelists(out_root: Path, lists: dict[str, list[str]]) -> list[Path]:
-    paths = []
-    for split, names in lists.items():
-        path = out_root / f"{split}.txt"
-        path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
-        paths.append(path)
-    return paths
-
-
-def make_filelists(
-    out_root: Path, results: list[UtteranceResult], train_fraction: float | None, source_dir: Path | None
-) -> list[Path]:
-    """Write ``train.txt`` / ``val.txt`` (and ``test.txt``) of the usable utterances: a new seeded split
-    with ``train_fraction``, else the official lists found in ``source_dir``; [] when neither applies."""
-    usable = sorted(r.name for r in results if r.ok)
-    if train_fraction is not None:
-        return write_filelists(out_root, split_filelists(usable, train_fraction))
-    if source_dir is not None and (source_dir / "train.txt").is_file():
-        return write_filelists(out_root, filter_filelists(source_dir, set(usable)))
-    return []
-
-
 # --- command line --------------------------------------------------------------------------------------
 
 
@@ -350,23 +385,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wav2lip.preprocess", description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True, metavar="DIR", help="folder of <video_id>/<utt>.mp4")
     parser.add_argument("--out", required=True, metavar="DIR", help="preprocessed output folder")
-    parser.add_argument("--detector-checkpoint", metavar="FILE", help="RetinaFace weights (detection_*.pth)")
-    parser.add_argument("--detector", choices=["retinaface_resnet50", "retinaface_mobile0.25"])
+    parser.add_argument("--detector-checkpoint", metavar="FILE",
+                        help="detector weights (default: weights/<manifest file of --detector>)")  # fmt: skip
+    parser.add_argument("--detector", choices=list(DETECTOR_MODELS),
+                        help="default retinaface_resnet50; s3fd is the official preprocessing's")  # fmt: skip
     parser.add_argument("--box", nargs=4, type=int, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                         help="fixed face box in every frame instead of detection")  # fmt: skip
     parser.add_argument("--pads", nargs=4, type=int, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                         help="pixels added around detected boxes (default 0 10 0 0)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, help="frames per detector batch (default 8)")
     parser.add_argument("--workers", type=int, default=1, help="videos processed in parallel (processes)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--device", type=device_argument, default="auto", metavar="DEVICE", help=DEVICE_HELP)
     parser.add_argument("--retry-failed", action="store_true", help="process utterances that failed before")
     parser.add_argument("--make-filelists", type=float, metavar="TRAIN_FRACTION",
                         help="write a new random train/val split, e.g. 0.95 (own footage)")  # fmt: skip
     parser.add_argument("--filelists-from", metavar="DIR",
                         help="folder of LRS2's train/val/test.txt (default: --data-root/..)")  # fmt: skip
     parser.add_argument("--official-crops", action="store_true",
-                        help="crop as the official preprocess.py: per frame, no smoothing or padding, "
-                        "faceless frames left out (RetinaFace, not S3FD)")  # fmt: skip
+                        help="crop as the official preprocess.py: per frame the best box, no smoothing "
+                        "or padding, faceless frames left out (--detector s3fd: its detector)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -375,6 +412,8 @@ def options_from_args(args: argparse.Namespace) -> PreprocessOptions:
     changes = {"box": tuple(args.box) if args.box else None}
     if args.detector:
         changes["model"] = args.detector
+    if args.detector == "s3fd":
+        changes["score_threshold"] = S3FD_FACE_SCORE  # face-alignment's keep score, not RetinaFace's
     if args.pads:
         changes["pads"] = tuple(args.pads)
     if args.batch_size:
@@ -384,7 +423,7 @@ def options_from_args(args: argparse.Namespace) -> PreprocessOptions:
     return PreprocessOptions(
         Path(args.data_root), Path(args.out), DetectConfig(**changes), args.detector_checkpoint,
         args.device, args.workers, args.retry_failed, args.quiet,
-        "official" if args.official_crops else "tracked",
+        "official" if args.official_crops else "tracked", WEIGHTS_DIR,
     )  # fmt: skip
 
 
@@ -394,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from_args(args)
         results = preprocess(options)
         source = Path(args.filelists_from) if args.filelists_from else options.data_root.parent
-        lists = make_filelists(options.out_root, results, args.make_filelists, source)
+        usable = sorted(r.name for r in results if r.ok)
+        lists = make_filelists(options.out_root, usable, args.make_filelists, source)
     except LipSyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
