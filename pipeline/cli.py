@@ -81,7 +81,12 @@ def _add_io_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--save-audio", metavar="FILE.wav", help="also keep the speech as a WAV file")
     group.add_argument("--speaker-voice", action="append", metavar="A=VOICE", help="a speaker's voice")
     group.add_argument(
-        "--speaker-face", action="append", metavar="A=FACE", help="a speaker's face: box:T,B,L,R"
+        "--speaker-face",
+        action="append",
+        metavar="A=FACE",
+        help="a speaker's face, picked in the first frame with faces and then followed: left, right "
+        "(smallest / largest box centre x), center, largest, N (N-th by box centre x, 0 = leftmost) "
+        "or a fixed box:TOP,BOTTOM,LEFT,RIGHT",
     )
     group.add_argument("--segments", metavar="FILE", help="who speaks when in --audio (.srt, .vtt, .json)")
 
