@@ -32,6 +32,8 @@ examples:
   python run_pipeline.py --audio speech.wav --video face.jpg -o out/talk.mp4 --restorer codeformer
   python run_pipeline.py --text script.txt --video face.mp4 --restorer codeformer --fidelity 1.0
   python run_pipeline.py --text-string "Hello there" --video face.mp4 --restorer none --box 40 300 80 280
+  python run_pipeline.py --audio dialogue.wav --segments dialogue.srt --video two.mp4 \\
+      --speaker-face A=left --speaker-face B=right      # cues 'A: ...' / 'B: ...', one face each
   python run_pipeline.py --check        # report ffmpeg, TTS engines, device and weight files
 
 Defaults come from configs/inference.yaml (or --config FILE); flags override them.
@@ -79,9 +81,19 @@ def _add_io_flags(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument("--crf", type=int, help="H.264 quality, lower is better (default 18)")
     group.add_argument("--save-audio", metavar="FILE.wav", help="also keep the speech as a WAV file")
-    group.add_argument("--speaker-voice", action="append", metavar="A=VOICE", help="a speaker's voice")
     group.add_argument(
-        "--speaker-face", action="append", metavar="A=FACE", help="a speaker's face: box:T,B,L,R"
+        "--speaker-voice",
+        action="append",
+        metavar="A=VOICE",
+        help="a speaker's voice: espeak voice with an optional +variant (en-gb+f3) or Coqui speaker",
+    )
+    group.add_argument(
+        "--speaker-face",
+        action="append",
+        metavar="A=FACE",
+        help="a speaker's face, picked in the first frame with faces and then followed: left, right "
+        "(smallest / largest box centre x), center, largest, N (N-th by box centre x, 0 = leftmost) "
+        "or a fixed box:TOP,BOTTOM,LEFT,RIGHT",
     )
     group.add_argument("--segments", metavar="FILE", help="who speaks when in --audio (.srt, .vtt, .json)")
 

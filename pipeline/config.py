@@ -33,8 +33,9 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class SpeakersConfig:
-    """Dialogue: ``faces`` (``A=box:T,B,L,R``, ...) turns it on; ``voices`` (``A=en-gb+f3``) per speaker;
-    ``segments``: a .srt/.vtt/.json file of who speaks when in ``--audio`` (else the script is tagged)."""
+    """Dialogue: ``faces`` (``A=left``, ``B=1``, ``C=box:T,B,L,R``, ...) turns it on; ``voices``
+    (``A=en-gb+f3``) per speaker; ``segments``: a .srt/.vtt/.json file of who speaks when in ``--audio``
+    (else the script is tagged)."""
 
     voices: tuple[str, ...] = ()
     faces: tuple[str, ...] = ()

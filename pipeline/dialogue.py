@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import InputError
+from pipeline.core.errors import InputError, NoFaceError
+from pipeline.core.types import FaceBox
+from pipeline.faces.config import DetectConfig
+from pipeline.faces.tracking import FACE_RULES, face_index, follow_faces, pad_boxes, smooth_boxes
 
-FACE_POSITIONS = ("left", "right", "center", "largest")
+FACE_POSITIONS = FACE_RULES  # or N: the N-th face from the left by box centre (0 = leftmost)
 _TAG = re.compile(r"^\s*\[([A-Za-z0-9_-]+)\]\s*(.*)$")
 _CUE_SPEAKER = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*:\s*(.*)$", re.S)
 _TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})")
@@ -46,10 +50,17 @@ class FaceSpec:
     index: int | None = None
     box: tuple[int, int, int, int] | None = None  # top, bottom, left, right
 
+    @property
+    def value(self) -> str:
+        """The spec as written after ``--speaker-face A=``: ``left``, ``1``, ``box:T,B,L,R``."""
+        if self.box is not None:
+            return "box:" + ",".join(map(str, self.box))
+        return self.position if self.position is not None else str(self.index)
+
     def describe(self) -> str:
         if self.box is not None:
             return "box " + ",".join(map(str, self.box))
-        return self.position if self.position is not None else f"face {self.index}"
+        return self.position if self.position is not None else f"face {self.index} from the left"
 
 
 def parse_tagged_script(text: str) -> list[tuple[str, str]]:
@@ -218,6 +229,11 @@ class DialoguePlan:
     turns: tuple[tuple[str, str], ...] = ()
     segments: tuple[Segment, ...] = ()
 
+    @property
+    def fixed(self) -> bool:
+        """True when every speaker's face is a fixed box (no detection needed)."""
+        return all(spec.box is not None for spec in self.faces.values())
+
 
 def plan_dialogue(faces: tuple[str, ...], voices: tuple[str, ...], segments: str | None, script: str | None,
                   has_audio: bool) -> DialoguePlan | None:  # fmt: skip
@@ -235,20 +251,15 @@ def plan_dialogue(faces: tuple[str, ...], voices: tuple[str, ...], segments: str
             )
         cues = read_segments(Path(segments))
         specs = check_speakers(cues, face_values, segments)
-        return _only_boxes(DialoguePlan(specs, voice_values, segments=tuple(cues)))
+        return DialoguePlan(specs, voice_values, segments=tuple(cues))
     turns = parse_tagged_script(script or "")
     specs = check_speakers([Segment(s, 0, 1) for s, _ in turns], face_values, "the script")
-    return _only_boxes(DialoguePlan(specs, voice_values, turns=tuple(turns)))
+    return DialoguePlan(specs, voice_values, turns=tuple(turns))
 
 
-def _only_boxes(plan: DialoguePlan) -> DialoguePlan:
-    for speaker, spec in plan.faces.items():
-        if spec.box is None:
-            raise InputError(
-                f"--speaker-face {speaker}={spec.describe()}: this version follows fixed faces only; "
-                "give box:TOP,BOTTOM,LEFT,RIGHT"
-            )
-    return plan
+def faces_need_detection(faces: tuple[str, ...] | list[str]) -> bool:
+    """Whether any ``SPEAKER=FACE`` value picks its face by position or index (not a fixed ``box:``)."""
+    return any(not value.partition("=")[2].strip().lower().startswith("box:") for value in faces)
 
 
 def join_turns(clips: list[tuple[str, str, np.ndarray]], rate: int) -> tuple[np.ndarray, list[Segment]]:
@@ -266,22 +277,99 @@ def join_turns(clips: list[tuple[str, str, np.ndarray]], rate: int) -> tuple[np.
     return np.concatenate(parts) if parts else np.zeros(0, np.float32), segments
 
 
-def speaker_boxes(plan: DialoguePlan, segments: list[Segment], fps: float, count: int) -> list:
-    """The face box of each output frame: the speaking speaker's box, None between segments."""
-    from pipeline.core.types import FaceBox
+def speaker_faces(
+    segments: list[Segment], fps: float, source: np.ndarray, tracks: dict[str, Sequence[FaceBox | None]]
+) -> list[FaceBox | None]:
+    """The face of each output frame: the speaking speaker's face in the input frame ``source[i]`` that
+    output frame ``i`` shows (``tracks[speaker][input frame]``), None between segments."""
+    speakers = frame_speakers(segments, fps, len(source))
+    return [None if s is None else tracks[s][int(i)] for s, i in zip(speakers, source)]
 
-    boxes = {speaker: FaceBox(*spec.box) for speaker, spec in plan.faces.items() if spec.box}
-    return [boxes[s] if s is not None else None for s in frame_speakers(segments, fps, count)]
+
+def fixed_tracks(plan: DialoguePlan, n_frames: int) -> dict[str, list[FaceBox | None]]:
+    """The track of each speaker with a fixed ``box:`` face: that box in each of ``n_frames`` frames."""
+    return {s: [FaceBox(*spec.box)] * n_frames for s, spec in plan.faces.items() if spec.box is not None}
 
 
-def format_segments(plan: DialoguePlan, segments: list[Segment]) -> list[str]:
-    """Summary lines: per speaker, the face, the segments and the seconds spoken."""
+@dataclass(frozen=True)
+class SpeakerFaces:
+    """Where each speaker's face is: ``tracks[speaker][input frame]``, and for a face found by the
+    detector, the box its rule picked (``picked``) in input frame ``first_frame``."""
+
+    tracks: dict[str, Sequence[FaceBox | None]]
+    picked: dict[str, FaceBox] = field(default_factory=dict)
+    first_frame: int = 0
+
+    def describe(self, speaker: str, spec: FaceSpec) -> str:
+        box = self.picked.get(speaker)
+        if box is None:
+            return spec.describe()
+        return f"{spec.describe()}: box {','.join(map(str, box.as_tuple()))} in frame {self.first_frame}"
+
+
+def pick_speaker_faces(
+    plan: DialoguePlan, per_frame: Sequence[Sequence[FaceBox]], frame_size: tuple[int, int]
+) -> tuple[int, dict[str, FaceBox]]:
+    """The first input frame with faces and the face each position / index speaker gets there.
+
+    Raises a one-line InputError (exit code 2) when no frame has a face, when a speaker's rule finds no
+    face (index 3 of two faces) or when two speakers pick the same face.
+    """
+    detected = {s: spec for s, spec in plan.faces.items() if spec.box is None}
+    first = next((i for i, faces in enumerate(per_frame) if faces), None)
+    if first is None:
+        speaker, spec = next(iter(detected.items()))
+        raise NoFaceError(
+            f"--speaker-face {speaker}={spec.value}: face not found: no face in any of the "
+            f"{len(per_frame)} frames; use a video with visible faces or give box:TOP,BOTTOM,LEFT,RIGHT"
+        )
+    faces, picked, owner = per_frame[first], {}, {}
+    for speaker, spec in detected.items():
+        index = face_index(faces, spec.value, frame_size)
+        if index is None:
+            raise NoFaceError(
+                f"--speaker-face {speaker}={spec.value}: face not found: frame {first} (the first with "
+                f"faces) has {len(faces)} face{'s' if len(faces) > 1 else ''} (index 0 to {len(faces) - 1} "
+                "from the left)"
+            )
+        if index in owner:
+            box = ",".join(map(str, faces[index].as_tuple()))
+            raise InputError(
+                f"--speaker-face {owner[index]} and {speaker} both pick the face at box {box} in frame "
+                f"{first}; give each speaker its own face"
+            )
+        owner[index], picked[speaker] = speaker, faces[index]
+    return first, picked
+
+
+def follow_speaker_faces(
+    plan: DialoguePlan,
+    per_frame: Sequence[Sequence[FaceBox]],
+    detect: DetectConfig,
+    frame_size: tuple[int, int],
+) -> SpeakerFaces:
+    """Each speaker's face track over the detected input frames: the face its rule picks in the first
+    frame with faces, followed by overlap (:func:`~pipeline.faces.tracking.follow_faces`), then smoothed
+    and padded like a one-face track; fixed ``box:`` faces as given."""
+    first, picked = pick_speaker_faces(plan, per_frame, frame_size)
+    window = 1 if detect.nosmooth else detect.smooth_window
+    followed = follow_faces(per_frame, first, list(picked.values()))
+    tracks: dict[str, Sequence[FaceBox | None]] = fixed_tracks(plan, len(per_frame))
+    for speaker, track in zip(picked, followed):
+        tracks[speaker] = pad_boxes(smooth_boxes(track, window), detect.pads, frame_size)
+    return SpeakerFaces(tracks, picked, first)
+
+
+def format_segments(
+    plan: DialoguePlan, segments: list[Segment], faces: SpeakerFaces | None = None
+) -> list[str]:
+    """Summary lines: per speaker, the face (and the box a position picked), segments and seconds."""
+    faces = faces or SpeakerFaces({})
     lines = []
     for speaker, spec in plan.faces.items():
         own = [s for s in segments if s.speaker == speaker]
         spans = ", ".join(f"{s.start_s:.2f}-{s.end_s:.2f}" for s in own)
         seconds = sum(s.seconds for s in own)
-        lines.append(
-            f"speaker {speaker} ({spec.describe()}): {seconds:.2f} s in {len(own)} segments: {spans}"
-        )
+        face = faces.describe(speaker, spec)
+        lines.append(f"speaker {speaker} ({face}): {seconds:.2f} s in {len(own)} segments: {spans}")
     return lines

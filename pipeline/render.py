@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -24,7 +26,15 @@ from pipeline.config import PipelineConfig
 from pipeline.core.errors import FFmpegError
 from pipeline.core.media import FrameCounter, FrameSize, VideoWriter, read_first_frame
 from pipeline.core.types import FrameBatch
-from pipeline.dialogue import format_segments, plan_dialogue, speaker_boxes
+from pipeline.dialogue import (
+    DialoguePlan,
+    SpeakerFaces,
+    fixed_tracks,
+    follow_speaker_faces,
+    format_segments,
+    plan_dialogue,
+    speaker_faces,
+)
 from pipeline.faces.tracking import FaceTrack
 from pipeline.frames import iter_input_frames, iter_output_frames
 from pipeline.inputs import RenderInputs, check_inputs
@@ -35,6 +45,7 @@ from pipeline.speech import SpeechTrack, dialogue_audio, save_wav, speech_audio,
 from pipeline.stage_weights import WeightPaths, resolve_weights
 from pipeline.stages import StageChain, load_stages
 
+T = TypeVar("T")
 Progress = Callable[[str, int, int], None]  # (stage, frames done, frames in all or 0) -> None
 
 # Bytes of decoded BGR frames per streaming batch (64 MiB: 32 frames at 480p, 10 at 1080p, 2 at 4K).
@@ -115,17 +126,22 @@ def run_pipeline(
     ready = _prepare(config, inputs, weights, times, models, plan)
     models, speech, first = ready.models, ready.speech, ready.first
     size = FrameSize(first.shape[1], first.shape[0])
-    # 3. Detect and track the face (or take the fixed box).
-    if plan is not None:  # fixed speaker boxes: only the number of input frames matters here
-        track = FaceTrack((None,) * (ready.box_frames or 1), 0)
-    elif ready.box_frames is not None:
-        track = models.fixed_box_track(ready.box_frames, size)
+    # 3. Detect and track the face (or take the fixed box); a dialogue tracks each speaker's face.
+    faces: SpeakerFaces | None = None
+    if plan is not None:
+        faces = _speaker_faces(config, inputs, models, plan, ready, size, speech.frame_count, times, report)
+        n_input = len(next(iter(faces.tracks.values())))
     else:
-        track = _track(config, inputs, models, size, speech.frame_count, first, times, report)
+        if ready.box_frames is not None:
+            track = models.fixed_box_track(ready.box_frames, size)
+        else:
+            run = partial(models.track_faces, size=size, progress=not config.quiet)
+            track = _detect_pass(config, inputs, size, speech.frame_count, first, times, report, run)
+        n_input = len(track.faces)
     # 4. Stream the render.
-    indices = timeline.source_indices(len(track.faces), speech.frame_count)
-    if plan is not None:  # the speaking face of each output frame (by input index: one per output frame)
-        track = models.fixed_faces(speaker_boxes(plan, ready.segments, config.output.fps, speech.frame_count))
+    indices = timeline.source_indices(n_input, speech.frame_count)
+    if faces is not None:  # the speaking face of each output frame (by input index: one per output frame)
+        track = models.fixed_faces(speaker_faces(ready.segments, config.output.fps, indices, faces.tracks))
         indices_faces = np.arange(speech.frame_count)
     else:
         indices_faces = indices
@@ -158,7 +174,7 @@ def run_pipeline(
         audio_saved=saved_audio,
         fps=config.output.fps,
         precisions=models.precisions(),
-        speakers=tuple(format_segments(plan, ready.segments)) if plan else (),
+        speakers=tuple(format_segments(plan, ready.segments, faces)) if plan else (),
     )
 
 
@@ -202,14 +218,15 @@ def _prepare(
             audio, segments = dialogue_audio(plan, config, inputs)
         times.add("speech", time.perf_counter() - t0)
         n_output = timeline.output_frame_count(audio.duration_s, config.output.fps)
-        counter = _start_count(config, inputs, n_output, plan is not None)
+        fixed = plan is not None and plan.fixed
+        counter = _start_count(config, inputs, n_output, fixed)
         first = read_first_frame(inputs.video, config.output.fps)
         device.result()  # a --device that cannot be had is reported now, before the rest of the work
         t0 = time.perf_counter()
         speech = speech_track(audio, config.output.fps, config.wav2lip.hold_silence)
         times.add("speech", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        box_frames = _box_frame_count(config, counter, plan is not None)
+        box_frames = _box_frame_count(config, counter, fixed)
         times.add("decode", time.perf_counter() - t0)  # the wait left for the count
         t0 = time.perf_counter()
         models = loading.result()
@@ -238,17 +255,38 @@ def _box_frame_count(config: PipelineConfig, counter: FrameCounter | None, fixed
     return 1 if counter is None else counter.result()
 
 
-def _track(
+def _speaker_faces(
     config: PipelineConfig,
     inputs: RenderInputs,
     models: StageChain,
+    plan: DialoguePlan,
+    ready: _Prepared,
+    size: FrameSize,
+    n_output: int,
+    times: StageTimes,
+    report: Progress,
+) -> SpeakerFaces:
+    """Each speaker's face over the input frames the output will show: fixed boxes as given (only the
+    frame count matters), faces by position or index detected in every frame, then followed."""
+    if plan.fixed:
+        return SpeakerFaces(fixed_tracks(plan, ready.box_frames or 1))
+    run = partial(models.detect_faces, size=size, progress=not config.quiet)
+    per_frame = _detect_pass(config, inputs, size, n_output, ready.first, times, report, run)
+    return follow_speaker_faces(plan, per_frame, config.detect, (size.height, size.width))
+
+
+def _detect_pass(
+    config: PipelineConfig,
+    inputs: RenderInputs,
     size: FrameSize,
     n_output: int,
     first: np.ndarray,
     times: StageTimes,
     report: Progress,
-) -> FaceTrack:
-    """Detect and track the face over the input frames that the output will show."""
+    run: Callable[[Iterator[np.ndarray]], T],
+) -> T:
+    """``run(frame batches)`` over the input frames the output will show (decoded in a thread), its
+    time counted as detection apart from the decoding."""
     fps = config.output.fps
     batch = frames_per_batch(config.detect.batch_size, size)
     if inputs.is_still:
@@ -257,13 +295,12 @@ def _track(
         batches = prefetch(iter_input_frames(inputs.video, size, fps, batch, n_output))
     decode_before, start = times.seconds.get("decode", 0.0), time.perf_counter()
     try:
-        counted = _reported("detect", times.timed("decode", batches), n_output, report)
-        track = models.track_faces(counted, size, progress=not config.quiet)
+        result = run(_reported("detect", times.timed("decode", batches), n_output, report))
     finally:
         batches.close()  # stop the decoder thread and ffmpeg now, also on an error
     decode_spent = times.seconds.get("decode", 0.0) - decode_before
     times.add("detect", time.perf_counter() - start - decode_spent)
-    return track
+    return result
 
 
 def _render(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.config import PipelineConfig
 from pipeline.core.weight_store import path_of, resolve
+from pipeline.dialogue import faces_need_detection
 
 RESTORER_WEIGHTS = {"gfpgan": "gfpgan_v1.4", "codeformer": "codeformer"}
 DETECTOR_WEIGHTS = {
@@ -30,7 +31,8 @@ def resolve_weights(config: PipelineConfig) -> WeightPaths:
     """Every checkpoint the run needs, checked present before any heavy work (MissingWeightsError)."""
     wav2lip = resolve("wav2lip_gan", config.wav2lip.checkpoint)
     detector = None
-    if config.detect.box is None and not config.speakers.faces:  # dialogue faces are fixed boxes
+    faces = config.speakers.faces  # a dialogue: its speakers' faces say whether the detector runs
+    if faces_need_detection(faces) if faces else config.detect.box is None:
         detector = resolve(DETECTOR_WEIGHTS[config.detect.model], config.detect.checkpoint)
     restorer = parsing = bg = None
     restore = config.restore

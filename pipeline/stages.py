@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import PipelineConfig
 from pipeline.core.media import FrameSize
-from pipeline.core.types import FrameBatch, StageClock
+from pipeline.core.types import FaceBox, FrameBatch, StageClock
 from pipeline.faces.landmarks import prepare_landmarks
 from pipeline.faces.tracking import FaceTrack, fixed_box_track
 from pipeline.model_cache import ModelCache, call_loader
@@ -43,6 +43,12 @@ class StageChain:
         frame_size = (size.height, size.width)
         track = track_faces(batches, self.detector, self.config.detect, frame_size, progress)
         return self._for_restoration(track)
+
+    def detect_faces(self, batches, size: FrameSize, progress: bool) -> list[list[FaceBox]]:
+        """Every face the detector finds in each frame of ``batches`` (a dialogue's speakers pick theirs)."""
+        from pipeline.faces.detector import detect_faces
+
+        return detect_faces(batches, self.detector, (size.height, size.width), progress)
 
     def fixed_box_track(self, n_frames: int, size: FrameSize) -> FaceTrack:
         """The ``--box`` track of ``n_frames`` frames (no detection, no decoding needed)."""

@@ -12,6 +12,13 @@ import tts
 from pipeline.cli import main
 from pipeline.config import build_config
 from pipeline.core.media import decode_audio
+from pipeline.timeline import output_frame_count, source_indices
+from tests.dialogue_fixtures import (
+    check_each_speaker_moves_only_their_face,
+    check_voices_in_order,
+    summary_segments,
+    write_dialogue,
+)
 from tests.media_fixtures import make_video, read_all_frames
 from tests.test_end_to_end import weights  # noqa: F401 - the seeded-checkpoint fixture
 
@@ -35,7 +42,7 @@ def test_two_speakers_each_move_only_their_own_face(weights, tmp_path: Path, cap
     out, speech = tmp_path / "out.mp4", tmp_path / "speech.wav"
     argv = ["--video", str(clip), "--text-string", SCRIPT, "--restorer", "none", "--hold-silence", "0"]
     argv += ["--speaker-face", f"A={_box(FACE_A)}", "--speaker-face", f"B={_box(FACE_B)}"]
-    argv += ["--speaker-voice", "A=en-us", "--speaker-voice", "B=en-gb", "--save-audio", str(speech)]
+    argv += ["--speaker-voice", "A=en-us", "--speaker-voice", "B=en-gb+f3", "--save-audio", str(speech)]
     argv += ["--wav2lip-checkpoint", str(weights["wav2lip"]), "-o", str(out), "--device", "cpu"]
     assert main(argv) == 0
     summary = capsys.readouterr().out
@@ -46,7 +53,7 @@ def test_two_speakers_each_move_only_their_own_face(weights, tmp_path: Path, cap
     # The summary's segment times are the lengths of each speaker's own synthesis, B after a gap.
     cfg = build_config({}).tts
     a = tts.synthesize("Hello there, how are you?", cfg)
-    b = tts.synthesize("Fine, thanks.", cfg.__class__(**{**cfg.__dict__, "voice": "en-gb"}))
+    b = tts.synthesize("Fine, thanks.", cfg.__class__(**{**cfg.__dict__, "voice": "en-gb+f3"}))
     assert spans["A"] == pytest.approx((0.0, a.duration_s), abs=0.01)
     assert spans["B"][1] - spans["B"][0] == pytest.approx(b.duration_s, abs=0.01)
     assert spans["B"][0] > spans["A"][1]
@@ -59,15 +66,45 @@ def test_two_speakers_each_move_only_their_own_face(weights, tmp_path: Path, cap
     assert abs(len(audio) - (b_start + len(b.samples))) <= 16  # A's speech, the gap, then B's
     assert np.abs(audio[a_end + 160 : b_start - 160]).max() < 1e-3  # the gap between the turns is silent
     assert np.sqrt(np.mean(audio[:a_end] ** 2)) > 0.02 and np.sqrt(np.mean(audio[b_start:] ** 2)) > 0.02
+    # The video's own audio track: A's low voice, then B's high one, where the summary says.
+    segments = summary_segments(summary)
+    assert [seg[0] for seg in segments] == ["A", "B"]
+    check_voices_in_order(out, segments)
     frames, source = read_all_frames(out), read_all_frames(clip)
-    from pipeline.timeline import source_indices
-
     expected = source[source_indices(len(source), len(frames))]
     a_frames = slice(2, int(spans["A"][1] * 25) - 1)
     b_frames = slice(int(spans["B"][0] * 25) + 2, int(spans["B"][1] * 25) - 1)
     diff_a, diff_b = _region_diff(frames, expected, FACE_A), _region_diff(frames, expected, FACE_B)
     assert diff_a[a_frames].min() > 8 and diff_b[a_frames].max() < 2.5  # A speaks: B keeps its pixels
     assert diff_b[b_frames].min() > 8 and diff_a[b_frames].max() < 2.5  # and the reverse
+
+
+def test_recorded_dialogue_with_srt_cues_renders_each_speaker_in_turn(weights, tmp_path: Path, capsys):  # noqa: F811
+    clip = make_video(tmp_path / "two.mp4", seconds=1.0, audio=False)
+    wav, srt, cues = write_dialogue(tmp_path)
+    out = tmp_path / "out.mp4"
+    argv = ["--video", str(clip), "--audio", str(wav), "--segments", str(srt), "--restorer", "none"]
+    argv += [
+        "--speaker-face",
+        f"A={_box(FACE_A)}",
+        "--speaker-face",
+        f"B={_box(FACE_B)}",
+        "--hold-silence",
+        "0",
+    ]
+    argv += ["--wav2lip-checkpoint", str(weights["wav2lip"]), "-o", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    summary = capsys.readouterr().out
+    # The summary's segments are the cues; the video is as long as the recording, its audio too.
+    segments = summary_segments(summary)
+    assert [(s, pytest.approx(a, abs=0.005), pytest.approx(b, abs=0.005)) for s, a, b in segments] == cues
+    audio_s = decode_audio(wav).duration_s
+    frames, source = read_all_frames(out), read_all_frames(clip)
+    assert len(frames) == output_frame_count(audio_s, 25)
+    assert decode_audio(out).duration_s == pytest.approx(audio_s, abs=1 / 25)
+    expected = source[source_indices(len(source), len(frames))]
+    check_each_speaker_moves_only_their_face(frames, expected, {"A": FACE_A, "B": FACE_B}, cues)
+    check_voices_in_order(out, cues)
 
 
 @pytest.mark.parametrize(

@@ -279,3 +279,14 @@ def test_installed_program_speaks_like_the_library():
     assert rate == 22050
     rms = frame_rms(pcm16_to_float(samples), rate)
     assert samples.size > 0.5 * rate and rms.max() > 0.05
+
+
+def test_a_voice_variant_changes_the_pitch():
+    from tests.pitch import median_f0
+
+    plain = tts.synthesize("Fine, thanks.", TTSConfig(voice="en-gb"))
+    female = tts.synthesize("Fine, thanks.", TTSConfig(voice="en-gb+f3"))
+    speech_checks(female)
+    assert median_f0(female.samples, 16000) > 1.5 * median_f0(plain.samples, 16000)
+    with pytest.raises(ConfigError, match="unknown espeak-ng voice 'en-gb\\+nosuchvariant'"):
+        tts.synthesize("Hello.", TTSConfig(voice="en-gb+nosuchvariant"))

@@ -40,6 +40,7 @@ __all__ = [
     "check_detector_state_dict",
     "check_frames",
     "decode_detections",
+    "detect_faces",
     "detection_size",
     "detections_to_faces",
     "downscale_frames",
@@ -270,7 +271,7 @@ def track_faces(
         return _finish(fixed_box_track(cfg.box, n_frames, frame_size), cfg)
     if detector is None:
         raise ValueError("track_faces needs a detector unless cfg.box is set")
-    per_frame = _detect_all(frame_batches, detector, frame_size, progress, total_frames)
+    per_frame = detect_faces(frame_batches, detector, frame_size, progress, total_frames)
     if not any(per_frame):
         raise NoFaceError(_no_face_message(len(per_frame), cfg))
     chosen = choose_faces(per_frame, cfg.face, frame_size)
@@ -278,13 +279,17 @@ def track_faces(
     return _finish(pad_boxes(smooth_boxes(chosen, window), cfg.pads, frame_size), cfg)
 
 
-def _detect_all(
+def detect_faces(
     frame_batches: Iterable[np.ndarray],
-    detector: Detector,
+    detector: Detector | None,
     frame_size: tuple[int, int],
-    progress: bool,
-    total_frames: int | None,
+    progress: bool = True,
+    total_frames: int | None = None,
 ) -> list[list[FaceBox]]:
+    """All faces of every frame of ``frame_batches`` (``(n, H, W, 3) uint8`` BGR, ``frame_size = (H,
+    W)``), best score first; raises InputError for a frame of another size or no frames at all."""
+    if detector is None:
+        raise ValueError("detect_faces needs a detector")
     per_frame: list[list[FaceBox]] = []
     with tqdm(total=total_frames, desc="Detecting faces", unit="frame", disable=not progress) as bar:
         for batch in frame_batches:

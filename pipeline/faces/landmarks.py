@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from pipeline.core.types import FaceBox
-from pipeline.faces.tracking import FaceTrack
+from pipeline.faces.tracking import FaceTrack, box_iou
 
 
 def prepare_landmarks(track: FaceTrack, window: int) -> FaceTrack:
@@ -48,13 +48,16 @@ def landmarks_from_box(face: FaceBox) -> np.ndarray:
 
 
 def _face_runs(faces: list[FaceBox | None]) -> list[tuple[int, int]]:
+    """``[start, stop)`` runs of consecutive faces; a box that does not overlap the one before (another
+    speaker's face in a dialogue) starts a new run, so landmarks are never averaged across two faces."""
     runs, start = [], None
     for i, face in enumerate(faces + [None]):
-        if face is not None and start is None:
-            start = i
-        elif face is None and start is not None:
+        jump = face is not None and start is not None and box_iou(faces[i - 1], face) <= 0.0
+        if start is not None and (face is None or jump):
             runs.append((start, i))
             start = None
+        if face is not None and start is None:
+            start = i
     return runs
 
 

@@ -6,7 +6,9 @@ always ``(height, width)`` in pixels. Nothing here touches pixels or models, so 
 test by hand.
 
 Order used by the pipeline: :func:`choose_faces` -> :func:`smooth_boxes` -> :func:`pad_boxes`
-(or :func:`fixed_box_track` alone for ``--box``).
+(or :func:`fixed_box_track` alone for ``--box``). A dialogue picks each speaker's face in the first frame
+with faces (:func:`face_index`) and follows all of them at once (:func:`follow_faces`) before smoothing
+and padding each track.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.types import FaceBox
 
 FACE_MODES = ("largest", "center")  # or a non-negative integer: the N-th face from the left
+FACE_RULES = ("left", "right", "center", "largest")  # a speaker's face, or N: the N-th from the left
 FOLLOW_MIN_IOU = 0.2  # a face continues the followed track when its box overlaps the last choice this much
 FOLLOW_PATIENCE_FRAMES = 10  # frames (0.4 s at 25 fps) a lost followed face may reappear before we switch
 
@@ -90,6 +93,66 @@ def face_picker(mode: str, frame_size: tuple[int, int]) -> Picker:
     raise ConfigError(
         f"detect.face must be 'largest', 'center' or a face index such as '0' (from the left), got {mode!r}"
     )
+
+
+def left_to_right(faces: Sequence[FaceBox]) -> list[int]:
+    """Indices of ``faces`` ordered by box centre x, smallest first (ties: higher centre first, then the
+    given order). This is the order of a face index ``N`` (0 = leftmost)."""
+    return sorted(
+        range(len(faces)), key=lambda i: (faces[i].left + faces[i].right, faces[i].top + faces[i].bottom)
+    )
+
+
+def face_index(faces: Sequence[FaceBox], rule: str, frame_size: tuple[int, int]) -> int | None:
+    """Index into ``faces`` of the face ``rule`` picks; None when there is no such face.
+
+    ``rule``: ``left`` / ``right`` (smallest / largest box centre x), ``center`` (box centre nearest
+    the centre of the ``(height, width)`` frame), ``largest`` (biggest box area) or an integer string
+    ``N`` (the N-th face in :func:`left_to_right` order, 0-based). Ties go to the face further left.
+    Raises ConfigError for another rule.
+    """
+    order = left_to_right(faces)
+    rule = str(rule).strip().lower()
+    if not order and (rule in FACE_RULES or rule.isdigit()):
+        return None
+    if rule == "left":
+        return order[0]
+    if rule == "right":
+        return order[-1]
+    if rule == "largest":
+        return max(order, key=lambda i: faces[i].height * faces[i].width)  # max keeps the first of ties
+    if rule == "center":
+        centre_y, centre_x = frame_size[0] / 2.0, frame_size[1] / 2.0
+        return min(order, key=lambda i: _centre_distance(faces[i], centre_y, centre_x))
+    if rule.isascii() and rule.isdigit():
+        return order[int(rule)] if int(rule) < len(order) else None
+    raise ConfigError(f"a face rule is left, right, center, largest or an index such as 0, got {rule!r}")
+
+
+def follow_faces(
+    per_frame: Sequence[Sequence[FaceBox]], start_frame: int, starts: Sequence[FaceBox]
+) -> list[Track]:
+    """One track per box in ``starts`` (faces of frame ``start_frame``), followed over all frames.
+
+    From ``start_frame`` on, each track takes the face of the next frame whose box overlaps the track's
+    last box most (IoU >= ``FOLLOW_MIN_IOU``). A face goes to at most one track, best overlaps first,
+    so one track never takes over another's face. A track whose face is missing in a frame is ``None``
+    there and keeps looking near its last box. Frames before ``start_frame`` are ``None``.
+    """
+    tracks: list[Track] = [[None] * len(per_frame) for _ in starts]
+    last = list(starts)
+    for frame in range(start_frame, len(per_frame)):
+        faces = per_frame[frame]
+        pairs = [(box_iou(face, last[t]), t, f) for t in range(len(last)) for f, face in enumerate(faces)]
+        taken_tracks: set[int] = set()
+        taken_faces: set[int] = set()
+        for iou, t, f in sorted(pairs, key=lambda p: -p[0]):
+            if iou < FOLLOW_MIN_IOU or t in taken_tracks or f in taken_faces:
+                continue
+            tracks[t][frame] = last[t] = faces[f]
+            taken_tracks.add(t)
+            taken_faces.add(f)
+    return tracks
 
 
 def smooth_boxes(track: Sequence[FaceBox | None], window: int) -> Track:

@@ -125,12 +125,30 @@ class EspeakLibrary:
             index += 1
         return out
 
+    def _variants(self) -> set[str]:
+        """Names (lower case) of the installed voice variants ("f3", "m1", "whisper")."""
+        spec = _Voice()
+        spec.languages = ctypes.cast(ctypes.c_char_p(b"variant"), ctypes.c_void_p)
+        table = self._lib.espeak_ListVoices(ctypes.byref(spec))
+        names, index = set(), 0
+        while table[index]:
+            names.add(_text(table[index].contents.identifier).rpartition("/")[2].lower())
+            index += 1
+        return names
+
     def select_voice(self, voice: str) -> bool:
-        """Select ``voice``: a voice name, identifier or language code (any case) of :meth:`voices`."""
+        """Select ``voice``: a voice name, identifier or language code (any case) of :meth:`voices`,
+        optionally with ``+variant`` (``en-gb+f3``)."""
         with self._lock:
             return self._select(voice)
 
     def _select(self, voice: str) -> bool:
+        base, plus, variant = voice.partition("+")
+        if plus:  # "en-gb+f3": a voice and a variant (f1-f5 female, m1-m8 male, ...) of voices/!v
+            identifier = base_identifier(base, self._voices())
+            if identifier is None or variant.strip().lower() not in self._variants():
+                return False
+            return self._lib.espeak_SetVoiceByName(f"{identifier}+{variant.strip()}".encode()) == EE_OK
         encoded = voice.encode("utf-8")
         if self._lib.espeak_SetVoiceByName(encoded) == EE_OK:
             return True
@@ -170,6 +188,19 @@ def is_listed(voice: str, voices: list[VoiceInfo], names: bool = True) -> bool:
         if any(wanted == candidate.lower() for candidate in candidates):
             return True
     return False
+
+
+def base_identifier(voice: str, voices: list[VoiceInfo]) -> str | None:
+    """The identifier ("gmw/en") of the voice ``voice`` names: a voice whose preferred language code,
+    identifier or name it is (any case), else the first that answers to it as a language code."""
+    wanted = voice.strip().lower()
+    for info in voices:
+        if wanted in {name.lower() for name in (*info.languages[:1], info.identifier, info.name)}:
+            return info.identifier
+    for info in voices:
+        if is_listed(wanted, [info], names=False):
+            return info.identifier
+    return None
 
 
 def _text(value: bytes | None) -> str:
