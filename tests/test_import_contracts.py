@@ -102,5 +102,7 @@ def test_a_render_without_restoration_imports_neither_spandrel_nor_torchvision()
         "restore.build_stage\n"
         "print('spandrel' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
     assert result.stdout.split("\n")[:2] == ["", "True"]
