@@ -103,7 +103,8 @@ def load_stages(
 
     load = models.load if models is not None else call_loader
     generator = load(wav2lip.load_generator_for_inference, weights.wav2lip, device)
-    lipsyncer = LipSyncer(generator, config.wav2lip, device, config.precision)
+    # A render's decoded frames belong to it alone: the mouths are pasted into them, not into a copy.
+    lipsyncer = LipSyncer(generator, config.wav2lip, device, config.precision, in_place=True)
     detector = None
     if weights.detector is not None:
         from pipeline.faces.detector import load_detector

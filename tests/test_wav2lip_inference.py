@@ -283,3 +283,13 @@ def test_paste_weights_are_cached_read_only_and_start_below_the_zero_rows():
     assert _paste_weights(96, 80, "feather", 6)[1] is weight  # a tracked box of the same size: no recompute
     np.testing.assert_array_equal(weight[:, :, 0], feather_mask(96, 80, 6)[42:])
     assert _paste_weights(50, 40, "hard", 6)[0] == 0  # hard: the whole box
+
+
+def test_in_place_lipsync_writes_into_the_batch_and_equals_the_copy(generator):
+    frames, mels = _frames(3, seed=4), _mels(3, seed=4)
+    copied = lipsync_frames(generator, frames, [BOX, None, BOX], mels, 2, "cpu")
+    owned = frames.copy()
+    result = lipsync_frames(generator, owned, [BOX, None, BOX], mels, 2, "cpu", in_place=True)
+    assert result is owned
+    np.testing.assert_array_equal(result, copied)
+    assert not np.array_equal(owned[0], frames[0]) and np.array_equal(owned[1], frames[1])

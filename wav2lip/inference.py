@@ -209,11 +209,13 @@ def lipsync_frames(
     nonfinite: NonFiniteFrames | None = None,
     precision: str = "fp32",
     mouth_weight: np.ndarray | None = None,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Lip-sync each frame's face to its mel window; frames without a face pass through unchanged.
 
     ``frames (N, H, W, 3) uint8`` BGR, ``boxes[i]`` the padded face box of frame i or ``None``,
-    ``mels (N, 80, 16) float32``. Returns new ``(N, H, W, 3) uint8`` frames; the input is not modified.
+    ``mels (N, 80, 16) float32``. Returns new ``(N, H, W, 3) uint8`` frames and leaves the input as it was,
+    or with ``in_place`` writes into ``frames`` and returns them (no copy of the batch).
     ``first_index`` (the video index of ``frames[0]``) labels errors and warnings. A face the generator
     returns NaN or infinity for is not pasted (that frame keeps its input face); ``nonfinite`` (one per
     stage, so it warns once) collects those frame numbers.
@@ -228,7 +230,7 @@ def lipsync_frames(
         raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (N, H, W, 3) uint8 BGR, got {frames.shape} {frames.dtype}")
-    output = frames.copy()
+    output = frames if in_place else frames.copy()
     weights = np.ones(len(frames), np.float32) if mouth_weight is None else np.asarray(mouth_weight)
     with_face = [i for i, box in enumerate(boxes) if box is not None and weights[i] > 0]
     if not with_face:
@@ -263,6 +265,8 @@ class LipSyncer:
         cfg: Wav2LipConfig,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
+        *,
+        in_place: bool = False,
     ) -> None:
         if cfg.paste not in PASTE_MODES:
             raise ConfigError(f"wav2lip.paste must be one of {', '.join(PASTE_MODES)}, got {cfg.paste!r}")
@@ -276,6 +280,7 @@ class LipSyncer:
         self.precision = resolve_precision(precision, self.device)
         self.batches = AdaptiveBatch(resolve_batch_size(cfg.batch_size, self.device), "lip-sync")
         self.nonfinite = NonFiniteFrames("lip-sync")
+        self.in_place = in_place  # paste into the batch's own frames (a render owns its decoded frames)
 
     @property
     def batch_size(self) -> int:
@@ -283,7 +288,8 @@ class LipSyncer:
         return self.batches.size
 
     def process(self, batch: FrameBatch) -> FrameBatch:
-        """Lip-sync one batch (see :func:`lipsync_frames`); returns a new batch, same faces and mel."""
+        """Lip-sync one batch (see :func:`lipsync_frames`); returns a new batch, same faces and mel (its
+        frames are the given batch's own, changed, when the stage was made ``in_place``)."""
         frames = lipsync_frames(
             self.model,
             batch.frames,
@@ -297,6 +303,7 @@ class LipSyncer:
             nonfinite=self.nonfinite,
             precision=self.precision,
             mouth_weight=batch.mouth_weight,
+            in_place=self.in_place,
         )
         return batch.with_frames(frames)
 
