@@ -102,7 +102,10 @@ def load_stages(
     from wav2lip.inference import LipSyncer
 
     load = models.load if models is not None else call_loader
-    generator = load(wav2lip.load_generator_for_inference, weights.wav2lip, device)
+    from pipeline.core.devices import resolve_precision
+
+    precision = resolve_precision(config.precision, device)  # a bf16 CPU keeps the weights in bf16
+    generator = load(wav2lip.load_generator_for_inference, weights.wav2lip, device, precision)
     # A render's decoded frames belong to it alone: the mouths are pasted into them, not into a copy.
     lipsyncer = LipSyncer(generator, config.wav2lip, device, config.precision, in_place=True)
     detector = None

@@ -293,3 +293,18 @@ def test_in_place_lipsync_writes_into_the_batch_and_equals_the_copy(generator):
     assert result is owned
     np.testing.assert_array_equal(result, copied)
     assert not np.array_equal(owned[0], frames[0]) and np.array_equal(owned[1], frames[1])
+
+
+def test_a_generator_stored_in_bfloat16_takes_its_inputs_in_bfloat16(generator, tmp_path):
+    from wav2lip import load_generator_for_inference
+
+    path = tmp_path / "wav2lip.pth"
+    torch.save({"state_dict": generator.state_dict()}, path)
+    stored = load_generator_for_inference(path, "cpu", "bf16")
+    frames, mels = _frames(2, seed=8), _mels(2, seed=8)
+    low = LipSyncer(stored, Wav2LipConfig(batch_size=2), "cpu", "bf16")
+    assert low.precision == "bf16"
+    out = low.process(FrameBatch(0, frames, (BOX, BOX), mels)).frames
+    full = lipsync_frames(generator, frames, [BOX, BOX], mels, 2, "cpu")
+    region = (slice(None), slice(BOX.top, BOX.bottom), slice(BOX.left, BOX.right))
+    assert np.abs(out[region].astype(int) - full[region]).mean() < 1.0

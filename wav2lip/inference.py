@@ -27,6 +27,7 @@ from pipeline.core.types import FaceBox, FrameBatch
 from wav2lip.audio import MEL_STEP_SIZE, N_MELS
 from wav2lip.config import Wav2LipConfig
 from wav2lip.face_input import MASK_START_ROW, WAV2LIP_FACE_SIZE, postprocess_faces, prepare_face_inputs
+from wav2lip.models.fusion import weight_dtype
 
 __all__ = [
     "LipSyncer",
@@ -104,11 +105,15 @@ def forward_generator(
     device = torch.device(device)
     batches = batch_size if isinstance(batch_size, AdaptiveBatch) else AdaptiveBatch(batch_size, "lip-sync")
 
+    # A model stored in a lower precision (bfloat16 on the CPU) takes its inputs in that dtype, no autocast.
+    dtype = weight_dtype(model)
+    autocast = precision if dtype == torch.float32 else "fp32"
+
     def run(start: int, stop: int) -> np.ndarray:
-        faces = torch.from_numpy(face_inputs[start:stop]).to(device)
+        faces = torch.from_numpy(face_inputs[start:stop]).to(device, dtype)
         faces = faces.contiguous(memory_format=torch.channels_last)
-        mels = torch.from_numpy(mel_inputs[start:stop]).to(device)
-        with torch.inference_mode(), precision_autocast(device, precision):
+        mels = torch.from_numpy(mel_inputs[start:stop]).to(device, dtype)
+        with torch.inference_mode(), precision_autocast(device, autocast):
             pred = model(mels, faces)
         return pred.float().cpu().numpy()
 

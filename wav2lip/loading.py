@@ -19,7 +19,7 @@ from torch import nn
 from pipeline.core.checkpoints import load_state_dict
 from pipeline.core.errors import WrongModelError
 from wav2lip.models import SyncNet, Wav2Lip, Wav2LipDiscQual
-from wav2lip.models.fusion import fold_batch_norms
+from wav2lip.models.fusion import fold_batch_norms, store_in_bfloat16
 
 GENERATOR = "wav2lip_generator"
 SYNCNET = "syncnet_expert"
@@ -85,10 +85,17 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Wav2
     return _load(path, GENERATOR, device)
 
 
-def load_generator_for_inference(path: str | Path, device: str | torch.device = "cpu") -> Wav2Lip:
-    """:func:`load_generator` in its inference form: batch norms folded into the convolutions (the same
-    function to float rounding, see :mod:`wav2lip.models.fusion`). For inference only, not training."""
-    return fold_batch_norms(load_generator(path, device))
+def load_generator_for_inference(
+    path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"
+) -> nn.Module:
+    """:func:`load_generator` in its inference form (see :mod:`wav2lip.models.fusion`): batch norms
+    folded, each block one fused operation on the CPU; with ``precision`` "bf16" (resolved) on the CPU
+    the weights are kept in bfloat16. On CUDA the weights stay float32 and autocast picks the precision.
+    For inference only, not training."""
+    model = fold_batch_norms(load_generator(path, device))
+    if torch.device(device).type == "cpu" and precision == "bf16":
+        store_in_bfloat16(model)
+    return model
 
 
 def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNet:
