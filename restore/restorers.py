@@ -23,7 +23,13 @@ import spandrel_extra_arches
 import torch
 
 from pipeline.core.checkpoints import load_state_dict
-from pipeline.core.devices import place_model, precision_autocast, resolve_precision, to_channels_last
+from pipeline.core.devices import (
+    PRECISION_DTYPES,
+    place_model,
+    precision_autocast,
+    resolve_precision,
+    to_channels_last,
+)
 from pipeline.core.errors import ConfigError, WrongModelError
 from pipeline.core.finite import NonFiniteFrames
 from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_tensor, output_to_faces
@@ -115,11 +121,24 @@ class FaceRestorer:
         self.model = model
         self.kind = kind  # "gfpgan" | "codeformer" | "restoreformer"
         self.device = device
+        self._style_noise = StyleNoise(model) if kind == "gfpgan" else None
         self.precision = precision  # "fp32" | "bf16" | "fp16", already resolved for this network
         self.face_size = face_size  # pixels, side of the aligned crops the network takes (512 when loaded)
         self._forward = _FORWARDS[kind]
         self.memory_format = torch.channels_last if kind in CHANNELS_LAST_KINDS else torch.contiguous_format
         self.nonfinite = NonFiniteFrames("face restoration")
+
+    @property
+    def precision(self) -> str:
+        """ "fp32" | "bf16" | "fp16", already resolved for this network; setting it also casts GFPGAN's
+        noise injection (:class:`StyleNoise`) to that compute type."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = value
+        if self._style_noise is not None:
+            self._style_noise.cast(PRECISION_DTYPES.get(value, torch.float32))
 
     def __repr__(self) -> str:
         return f"FaceRestorer(kind={self.kind!r}, device={self.device}, precision={self.precision!r})"
@@ -147,6 +166,30 @@ class FaceRestorer:
         numbers = np.arange(len(faces)) if frame_numbers is None else np.asarray(frame_numbers)
         self.nonfinite.report(numbers[replaced])
         return restored
+
+
+class StyleNoise:
+    """GFPGAN's noise injection in a chosen dtype, the checkpoint's float32 values kept.
+
+    Every StyleConv of the StyleGAN2 decoder adds ``strength * noise_map + bias`` to its convolution:
+    the stored noise maps are float32 buffers and strength and bias float32 parameters, so under
+    bf16 / fp16 autocast each StyleConv output (and the next layer's input) is promoted to float32 and
+    runs at float32 cost. :meth:`cast` stores them in the compute dtype (and back to exactly the
+    checkpoint's values for float32). The modulated convolutions keep float32 weights: autocast casts
+    them per call, and the demodulation stays in float32.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        decoder = model.stylegan_decoder
+        convs = [decoder.style_conv1, *decoder.style_convs]
+        self.tensors = [*decoder.noises.buffers(), *(t for conv in convs for t in (conv.weight, conv.bias))]
+        self.float32 = [tensor.detach().clone() for tensor in self.tensors]
+
+    def cast(self, dtype: torch.dtype) -> None:
+        """Hold the noise maps, strengths and biases in ``dtype`` (float32: the checkpoint's values)."""
+        for tensor, original in zip(self.tensors, self.float32):
+            if tensor.dtype != dtype or original.device != tensor.device:
+                tensor.data = original.to(tensor.device, dtype)
 
 
 def forward_gfpgan(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:
