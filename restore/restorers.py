@@ -32,7 +32,7 @@ from pipeline.core.devices import (
 )
 from pipeline.core.errors import ConfigError, WrongModelError
 from pipeline.core.finite import NonFiniteFrames
-from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_tensor, output_to_faces
+from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_device, output_to_faces
 
 # spandrel architecture id -> our name for the restorer
 RESTORER_KINDS = {"GFPGAN": "gfpgan", "CodeFormer": "codeformer", "RestoreFormer": "restoreformer"}
@@ -159,7 +159,7 @@ class FaceRestorer:
             raise ConfigError(f"restore.fidelity must be in [0, 1], got {fidelity}")
         if len(faces) == 0:
             return faces.copy()
-        inputs = faces_to_tensor(faces).to(self.device).contiguous(memory_format=self.memory_format)
+        inputs = faces_to_device(faces, self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), precision_autocast(self.device, self.precision):
             output = self._forward(self.model, inputs, fidelity)
         restored, replaced = output_to_faces(output, faces)

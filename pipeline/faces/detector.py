@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipeline.core.adaptive_batch import AdaptiveBatch
 from pipeline.core.checkpoints import load_state_dict
-from pipeline.core.devices import precision_autocast, resolve_precision
+from pipeline.core.devices import precision_autocast, resolve_precision, upload
 from pipeline.core.errors import ConfigError, EngineUnavailableError, InputError, NoFaceError, WrongModelError
 from pipeline.core.types import FaceBox
 from pipeline.faces.config import DetectConfig
@@ -108,7 +108,7 @@ class FaceDetector:
 
     def _forward(self, small: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean = torch.tensor(RETINAFACE_MEAN_BGR, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        inputs = torch.from_numpy(np.ascontiguousarray(small)).to(self.device)
+        inputs = upload(small, self.device)  # uint8; converted on the device
         inputs = inputs.permute(0, 3, 1, 2).float() - mean
         with torch.inference_mode(), precision_autocast(self.device, self.precision):
             loc, scores, landmarks = self.network(inputs)
