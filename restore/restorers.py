@@ -180,16 +180,28 @@ class StyleNoise:
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
-        decoder = model.stylegan_decoder
-        convs = [decoder.style_conv1, *decoder.style_convs]
-        self.tensors = [*decoder.noises.buffers(), *(t for conv in convs for t in (conv.weight, conv.bias))]
-        self.float32 = [tensor.detach().clone() for tensor in self.tensors]
+        self.decoder = model.stylegan_decoder
+        # Looked up by name at each cast: Module.to() replaces buffers with new tensors.
+        self.float32 = {name: tensor.detach().clone() for name, tensor in self._tensors().items()}
 
     def cast(self, dtype: torch.dtype) -> None:
         """Hold the noise maps, strengths and biases in ``dtype`` (float32: the checkpoint's values)."""
-        for tensor, original in zip(self.tensors, self.float32):
-            if tensor.dtype != dtype or original.device != tensor.device:
-                tensor.data = original.to(tensor.device, dtype)
+        for name, tensor in self._tensors().items():
+            if tensor.dtype != dtype:
+                owner_name, _, attribute = name.rpartition(".")
+                owner = self.decoder.get_submodule(owner_name)
+                value = self.float32[name].to(tensor.device, dtype)
+                if isinstance(tensor, torch.nn.Parameter):
+                    tensor.data = value
+                else:
+                    setattr(owner, attribute, value)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        noises = {f"noises.{name}": buffer for name, buffer in self.decoder.noises.named_buffers()}
+        convs = {"style_conv1": self.decoder.style_conv1}
+        convs.update({f"style_convs.{i}": conv for i, conv in enumerate(self.decoder.style_convs)})
+        injected = {f"{c}.{t}": getattr(conv, t) for c, conv in convs.items() for t in ("weight", "bias")}
+        return {**noises, **injected}
 
 
 def forward_gfpgan(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:

@@ -75,3 +75,14 @@ def test_gfpgan_512_loaded_for_bf16_is_within_a_grey_level_of_fp32(tmp_path):
     bf16, types = style_conv_output_dtypes(bf16_restorer, face)
     assert types == {torch.bfloat16}
     assert _mean_levels(bf16, fp32) <= GREY_LEVEL_MEAN
+
+
+def test_the_cast_reaches_the_buffers_after_the_model_has_moved():
+    """``Module.to()`` replaces buffers by new tensors: the cast must find the model's current ones."""
+    restorer = tiny_gfpgan(seed=2)
+    restorer.model.to(torch.float64).to(torch.float32)  # new buffer objects, as a move to a GPU makes
+    restorer.precision = "bf16"
+    decoder = restorer.model.stylegan_decoder
+    assert {buffer.dtype for buffer in decoder.noises.buffers()} == {torch.bfloat16}
+    assert decoder.style_convs[0].bias.dtype == torch.bfloat16
+    assert decoder.style_convs[0].modulated_conv.weight.dtype == torch.float32  # autocast casts per call
