@@ -172,11 +172,14 @@ class _Prepared:
 
 
 def _choose_device(requested: str) -> str:
-    """:func:`pipeline.core.devices.choose_device`, imported here: it imports torch (about a second), so
-    the render calls it in the model-loading thread, beside its ffmpeg work."""
-    from pipeline.core.devices import choose_device
+    """:func:`pipeline.core.devices.choose_device` and that device's backend settings
+    (:func:`~pipeline.core.devices.configure_backends`), imported here: it imports torch (about a second),
+    so the render calls it in the model-loading thread, beside its ffmpeg work."""
+    from pipeline.core.devices import choose_device, configure_backends
 
-    return choose_device(requested)
+    device = choose_device(requested)
+    configure_backends(device)
+    return device
 
 
 def _prepare(

@@ -178,3 +178,14 @@ def upload(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
     if device.type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def configure_backends(device: torch.device | str) -> None:
+    """Backend settings for the networks on ``device``, set once where the device is chosen.
+
+    ``cudnn.benchmark`` is on for CUDA: the render calls each network with fixed shapes (96x96 lip-sync
+    crops, 512x512 restorer crops, one detection size per video, a few batch sizes), so cuDNN's one-off
+    search for the fastest convolution per shape pays back within the first batches. Off otherwise
+    (the CPU has no cuDNN; a previous CUDA run in this process does not leak into it).
+    """
+    torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"
