@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from pipeline import timeline
 from pipeline.config import PipelineConfig
+from pipeline.core.encoders import choose_encoder
 from pipeline.core.errors import FFmpegError
 from pipeline.core.media import FrameCounter, FrameSize, VideoWriter, read_first_frame
 from pipeline.core.types import FrameBatch
@@ -291,10 +292,11 @@ def _render(
         _frame_batches(config, inputs, speech, track, (indices, face_indices), size, first, batch)
     )
     out = config.output
+    encoder = choose_encoder(out.encoder, models.lipsyncer.device.type)
     # The bar is closed on any way out, so that an error message starts on a line of its own.
     with (
         tqdm(total=len(indices), desc="render", unit="frame", disable=config.quiet) as bar,
-        VideoWriter(inputs.output, out_size, out.fps, out.crf, out.preset, speech.audio) as writer,
+        VideoWriter(inputs.output, out_size, out.fps, out.crf, out.preset, speech.audio, encoder) as writer,
     ):
         encoder = BackgroundConsumer(writer.write)
         try:
