@@ -121,7 +121,9 @@ class FaceRestorer:
         self.model = model
         self.kind = kind  # "gfpgan" | "codeformer" | "restoreformer"
         self.device = device
-        self._style_noise = StyleNoise(model) if kind == "gfpgan" else None
+        # (test doubles of "gfpgan" without a StyleGAN decoder have no noise to cast)
+        has_decoder = kind == "gfpgan" and hasattr(model, "stylegan_decoder")
+        self._style_noise = StyleNoise(model) if has_decoder else None
         self.precision = precision  # "fp32" | "bf16" | "fp16", already resolved for this network
         self.face_size = face_size  # pixels, side of the aligned crops the network takes (512 when loaded)
         self._forward = _FORWARDS[kind]
