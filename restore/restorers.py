@@ -175,10 +175,10 @@ class StyleNoise:
 
     Every StyleConv of the StyleGAN2 decoder adds ``strength * noise_map + bias`` to its convolution:
     the stored noise maps are float32 buffers and strength and bias float32 parameters, so under
-    bf16 / fp16 autocast each StyleConv output (and the next layer's input) is promoted to float32 and
-    runs at float32 cost. :meth:`cast` stores them in the compute dtype (and back to exactly the
-    checkpoint's values for float32). The modulated convolutions keep float32 weights: autocast casts
-    them per call, and the demodulation stays in float32.
+    bf16 / fp16 autocast each StyleConv output is promoted to float32: float32 activations between the
+    decoder's layers (twice the bytes) and a cast back before every convolution. :meth:`cast` stores
+    them in the compute dtype (and back to exactly the checkpoint's values for float32). The modulated
+    convolutions keep float32 weights: autocast casts them per call, and the demodulation stays float32.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
