@@ -292,11 +292,13 @@ def _render(
         _frame_batches(config, inputs, speech, track, (indices, face_indices), size, first, batch)
     )
     out = config.output
-    encoder = choose_encoder(out.encoder, models.lipsyncer.device.type)
+    video_encoder = choose_encoder(out.encoder, models.lipsyncer.device.type)  # "x264" | "nvenc"
     # The bar is closed on any way out, so that an error message starts on a line of its own.
     with (
         tqdm(total=len(indices), desc="render", unit="frame", disable=config.quiet) as bar,
-        VideoWriter(inputs.output, out_size, out.fps, out.crf, out.preset, speech.audio, encoder) as writer,
+        VideoWriter(
+            inputs.output, out_size, out.fps, out.crf, out.preset, speech.audio, video_encoder
+        ) as writer,
     ):
         encoder = BackgroundConsumer(writer.write)
         try:
