@@ -80,6 +80,11 @@ def _add_io_flags(group: argparse._ArgumentGroup) -> None:
         "-o", "--output", metavar="FILE", help="output video (default results/<video>_lipsync.mp4)"
     )
     group.add_argument("--crf", type=int, help="H.264 quality, lower is better (default 18)")
+    group.add_argument(
+        "--encoder",
+        choices=["auto", "x264", "nvenc"],
+        help="H.264 encoder (default auto: NVENC on a CUDA run where ffmpeg can use it, else libx264)",
+    )
     group.add_argument("--save-audio", metavar="FILE.wav", help="also keep the speech as a WAV file")
     group.add_argument(
         "--speaker-voice",
@@ -226,7 +231,12 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "restorer": args.restorer, "checkpoint": args.restorer_checkpoint, "fidelity": args.fidelity,
             "batch_size": args.restore_batch, "upscale": args.upscale, "bg_upsampler": args.bg_upsampler,
         },
-        "output": {"path": args.output, "crf": args.crf, "save_audio": args.save_audio},
+        "output": {
+            "path": args.output,
+            "crf": args.crf,
+            "encoder": args.encoder,
+            "save_audio": args.save_audio,
+        },
         "speakers": {"voices": args.speaker_voice, "faces": args.speaker_face, "segments": args.segments},
     }  # fmt: skip
 

@@ -26,7 +26,8 @@ DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "inference.yaml"
 class OutputConfig:
     path: str | None = None  # default: results/<video-stem>_lipsync.mp4
     crf: int = 18
-    preset: str = "medium"
+    preset: str = "medium"  # libx264's
+    encoder: str = "auto"  # auto (NVENC on a CUDA run where ffmpeg can use it, else x264), x264, nvenc
     save_audio: str | None = None
     fps: float = 25.0
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline.config import PipelineConfig
 from pipeline.core import ffmpeg
+from pipeline.core.encoders import check_encoder_choice, choose_encoder
 from pipeline.core.errors import InputError
 from pipeline.core.ffmpeg import check_encoder_settings
 from pipeline.output_files import check_output, check_save_audio, output_path
@@ -40,6 +41,9 @@ def check_inputs(config: PipelineConfig) -> RenderInputs:
     if config.output.save_audio:
         check_save_audio(Path(config.output.save_audio), sources)
     check_encoder_settings(config.output.crf, config.output.preset)
+    check_encoder_choice(config.output.encoder)
+    if config.output.encoder == "nvenc":
+        choose_encoder("nvenc", "cuda")  # an NVENC this ffmpeg cannot use is reported before any work
     return RenderInputs(video, info.is_image, output, audio, script)
 
 

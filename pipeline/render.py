@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pipeline import timeline
 from pipeline.config import PipelineConfig
+from pipeline.core.encoders import choose_encoder
 from pipeline.core.errors import FFmpegError
 from pipeline.core.media import FrameCounter, FrameSize, VideoWriter, read_first_frame
 from pipeline.core.types import FrameBatch
@@ -188,11 +189,14 @@ class _Prepared:
 
 
 def _choose_device(requested: str) -> str:
-    """:func:`pipeline.core.devices.choose_device`, imported here: it imports torch (about a second), so
-    the render calls it in the model-loading thread, beside its ffmpeg work."""
-    from pipeline.core.devices import choose_device
+    """:func:`pipeline.core.devices.choose_device` and that device's backend settings
+    (:func:`~pipeline.core.devices.configure_backends`), imported here: it imports torch (about a second),
+    so the render calls it in the model-loading thread, beside its ffmpeg work."""
+    from pipeline.core.devices import choose_device, configure_backends
 
-    return choose_device(requested)
+    device = choose_device(requested)
+    configure_backends(device)
+    return device
 
 
 def _prepare(
@@ -325,10 +329,13 @@ def _render(
         _frame_batches(config, inputs, speech, track, (indices, face_indices), size, first, batch)
     )
     out = config.output
+    video_encoder = choose_encoder(out.encoder, models.lipsyncer.device.type)  # "x264" | "nvenc"
     # The bar is closed on any way out, so that an error message starts on a line of its own.
     with (
         tqdm(total=len(indices), desc="render", unit="frame", disable=config.quiet) as bar,
-        VideoWriter(inputs.output, out_size, out.fps, out.crf, out.preset, speech.audio) as writer,
+        VideoWriter(
+            inputs.output, out_size, out.fps, out.crf, out.preset, speech.audio, video_encoder
+        ) as writer,
     ):
         encoder = BackgroundConsumer(writer.write)
         try:

@@ -11,9 +11,12 @@ They reproduce, value for value, the pre- and post-processing of the official to
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
+from pipeline.core.devices import upload
 from pipeline.core.finite import nonfinite_items
 
 RESTORE_FACE_SIZE = 512  # pixels: side of the FFHQ-aligned crops GFPGAN and CodeFormer restore
@@ -35,6 +38,32 @@ def faces_to_tensor(faces: np.ndarray) -> torch.Tensor:
     unit = (faces[..., ::-1].astype(np.float64) / 255.0).astype(np.float32)
     tensor = torch.from_numpy(np.ascontiguousarray(unit.transpose(0, 3, 1, 2)))
     return (tensor - NORM_MEAN) / NORM_STD
+
+
+def faces_to_device(faces: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """:func:`faces_to_tensor` of ``faces`` on ``device``. On CUDA the uint8 pixels go up (pinned,
+    non-blocking) and are converted there by :func:`pixels_to_tensor`, to the same values; on the CPU
+    :func:`faces_to_tensor` itself."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return pixels_to_tensor(upload(faces, device))
+    return faces_to_tensor(faces).to(device)
+
+
+def pixels_to_tensor(pixels: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W, 3) uint8`` BGR on any device -> ``(N, 3, H, W) float32`` RGB in ``[-1, 1]`` there.
+
+    Exactly :func:`faces_to_tensor`'s numbers: each of the 256 levels is looked up in a table made by
+    :func:`faces_to_tensor` itself (device arithmetic such as CUDA's division by a multiplied reciprocal
+    could differ in the last bit).
+    """
+    return _restore_levels(pixels.device)[pixels.flip(-1).int()].permute(0, 3, 1, 2)
+
+
+@functools.cache
+def _restore_levels(device: torch.device) -> torch.Tensor:
+    grey_ramp = np.repeat(np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1), 3, axis=3)
+    return faces_to_tensor(grey_ramp)[0, 0, 0].to(device)
 
 
 def tensor_to_faces(output: torch.Tensor) -> np.ndarray:

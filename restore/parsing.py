@@ -14,7 +14,7 @@ import torch
 
 from pipeline.core.checkpoints import load_state_dict
 from pipeline.core.errors import WrongModelError
-from restore.convert import check_faces, faces_to_tensor
+from restore.convert import check_faces, faces_to_device
 
 PARSENET_SIZE = 512  # pixels, input and output side of the released ParseNet
 PARSING_CLASSES = 19  # channels of the parsing map
@@ -76,7 +76,7 @@ class FaceParser:
         if faces.shape[1] != self.size:
             size = (self.size, self.size)
             faces = np.stack([cv2.resize(face, size, interpolation=cv2.INTER_LINEAR) for face in faces])
-        inputs = faces_to_tensor(faces).to(self.device)
+        inputs = faces_to_device(faces, self.device)
         with torch.inference_mode():
             parsing = self.model(inputs)[0]
         return parsing.argmax(dim=1).cpu().numpy()

@@ -23,10 +23,16 @@ import spandrel_extra_arches
 import torch
 
 from pipeline.core.checkpoints import load_state_dict
-from pipeline.core.devices import place_model, precision_autocast, resolve_precision, to_channels_last
+from pipeline.core.devices import (
+    PRECISION_DTYPES,
+    place_model,
+    precision_autocast,
+    resolve_precision,
+    to_channels_last,
+)
 from pipeline.core.errors import ConfigError, WrongModelError
 from pipeline.core.finite import NonFiniteFrames
-from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_tensor, output_to_faces
+from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_device, output_to_faces
 
 # spandrel architecture id -> our name for the restorer
 RESTORER_KINDS = {"GFPGAN": "gfpgan", "CodeFormer": "codeformer", "RestoreFormer": "restoreformer"}
@@ -115,11 +121,26 @@ class FaceRestorer:
         self.model = model
         self.kind = kind  # "gfpgan" | "codeformer" | "restoreformer"
         self.device = device
+        # (test doubles of "gfpgan" without a StyleGAN decoder have no noise to cast)
+        has_decoder = kind == "gfpgan" and hasattr(model, "stylegan_decoder")
+        self._style_noise = StyleNoise(model) if has_decoder else None
         self.precision = precision  # "fp32" | "bf16" | "fp16", already resolved for this network
         self.face_size = face_size  # pixels, side of the aligned crops the network takes (512 when loaded)
         self._forward = _FORWARDS[kind]
         self.memory_format = torch.channels_last if kind in CHANNELS_LAST_KINDS else torch.contiguous_format
         self.nonfinite = NonFiniteFrames("face restoration")
+
+    @property
+    def precision(self) -> str:
+        """ "fp32" | "bf16" | "fp16", already resolved for this network; setting it also casts GFPGAN's
+        noise injection (:class:`StyleNoise`) to that compute type."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self._precision = value
+        if self._style_noise is not None:
+            self._style_noise.cast(PRECISION_DTYPES.get(value, torch.float32))
 
     def __repr__(self) -> str:
         return f"FaceRestorer(kind={self.kind!r}, device={self.device}, precision={self.precision!r})"
@@ -140,13 +161,49 @@ class FaceRestorer:
             raise ConfigError(f"restore.fidelity must be in [0, 1], got {fidelity}")
         if len(faces) == 0:
             return faces.copy()
-        inputs = faces_to_tensor(faces).to(self.device).contiguous(memory_format=self.memory_format)
+        inputs = faces_to_device(faces, self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), precision_autocast(self.device, self.precision):
             output = self._forward(self.model, inputs, fidelity)
         restored, replaced = output_to_faces(output, faces)
         numbers = np.arange(len(faces)) if frame_numbers is None else np.asarray(frame_numbers)
         self.nonfinite.report(numbers[replaced])
         return restored
+
+
+class StyleNoise:
+    """GFPGAN's noise injection in a chosen dtype, the checkpoint's float32 values kept.
+
+    Every StyleConv of the StyleGAN2 decoder adds ``strength * noise_map + bias`` to its convolution:
+    the stored noise maps are float32 buffers and strength and bias float32 parameters, so under
+    bf16 / fp16 autocast each StyleConv output is promoted to float32: float32 activations between the
+    decoder's layers (twice the bytes) and a cast back before every convolution. :meth:`cast` stores
+    them in the compute dtype (and back to exactly the checkpoint's values for float32). The modulated
+    convolutions keep float32 weights: autocast casts them per call, and the demodulation stays float32.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.decoder = model.stylegan_decoder
+        # Looked up by name at each cast: Module.to() replaces buffers with new tensors.
+        self.float32 = {name: tensor.detach().clone() for name, tensor in self._tensors().items()}
+
+    def cast(self, dtype: torch.dtype) -> None:
+        """Hold the noise maps, strengths and biases in ``dtype`` (float32: the checkpoint's values)."""
+        for name, tensor in self._tensors().items():
+            if tensor.dtype != dtype:
+                owner_name, _, attribute = name.rpartition(".")
+                owner = self.decoder.get_submodule(owner_name)
+                value = self.float32[name].to(tensor.device, dtype)
+                if isinstance(tensor, torch.nn.Parameter):
+                    tensor.data = value
+                else:
+                    setattr(owner, attribute, value)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        noises = {f"noises.{name}": buffer for name, buffer in self.decoder.noises.named_buffers()}
+        convs = {"style_conv1": self.decoder.style_conv1}
+        convs.update({f"style_convs.{i}": conv for i, conv in enumerate(self.decoder.style_convs)})
+        injected = {f"{c}.{t}": getattr(conv, t) for c, conv in convs.items() for t in ("weight", "bias")}
+        return {**noises, **injected}
 
 
 def forward_gfpgan(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:

@@ -993,3 +993,15 @@ def test_4k_input_renders_with_bounded_memory(env: Env, tmp_path: Path):
     assert report["growth_mib"] < MAX_4K_GROWTH_MIB, report
     info = stream_info(out)
     assert "3840x2160" in info and "Duration: 00:00:01.6" in info
+
+
+def test_nvenc_this_ffmpeg_cannot_use_is_refused_before_any_work(
+    env: Env, tmp_path: Path, capsys, monkeypatch
+):
+    from pipeline.core import encoders
+
+    monkeypatch.setattr(encoders, "nvenc_works", lambda: False)
+    code, lines = run_cli(env, tmp_path, base(env) + ["--encoder", "nvenc"], capsys)
+    assert code == 2 and len(lines) == 1  # a bad input
+    assert lines[0].startswith("error: --encoder nvenc: ") and "use --encoder x264 or auto" in lines[0]
+    assert_nothing_written(tmp_path, tmp_path / "out" / "result.mp4")

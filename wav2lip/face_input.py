@@ -9,9 +9,12 @@ different frame of the same clip.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
+from pipeline.core.devices import upload
 from wav2lip.models.wav2lip import WAV2LIP_FACE_SIZE
 
 MASK_START_ROW = WAV2LIP_FACE_SIZE // 2  # rows from here down are hidden from the generator's target copy
@@ -65,6 +68,32 @@ def prepare_face_inputs(face_crops: np.ndarray) -> np.ndarray:
         )
     unit = faces_to_unit(face_crops)
     return generator_input(unit, unit)
+
+
+def face_input_tensor(face_crops: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """:func:`prepare_face_inputs` of ``face_crops`` as a tensor on ``device``. On CUDA the uint8 crops go
+    up (pinned, non-blocking) and are converted there by :func:`pixels_to_face_inputs`, to the same
+    values; on the CPU :func:`prepare_face_inputs` itself (shared memory, no copy)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return pixels_to_face_inputs(upload(face_crops, device))
+    return torch.from_numpy(prepare_face_inputs(face_crops)).to(device)
+
+
+def pixels_to_face_inputs(crops: torch.Tensor) -> torch.Tensor:
+    """``(N, 96, 96, 3) uint8`` BGR crops on any device -> the generator's ``(N, 6, 96, 96) float32``
+    face input there, exactly :func:`prepare_face_inputs`' numbers (the 256 levels are looked up in a
+    table computed by :func:`faces_to_unit`)."""
+    if crops.dtype != torch.uint8 or crops.dim() != 4 or crops.shape[-1] != 3:
+        raise ValueError(f"crops must be (N, H, W, 3) uint8, got {tuple(crops.shape)} {crops.dtype}")
+    unit = _unit_levels(crops.device)[crops.int()].permute(0, 3, 1, 2)
+    return torch.cat([mask_lower_half(unit), unit], dim=1)
+
+
+@functools.cache
+def _unit_levels(device: torch.device) -> torch.Tensor:
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 256, 1).repeat(3, axis=2)
+    return torch.from_numpy(faces_to_unit(levels)[0, 0]).to(device)
 
 
 def postprocess_faces(pred: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -20,13 +20,25 @@ import torch
 from torch import nn
 
 from pipeline.core.adaptive_batch import AdaptiveBatch
-from pipeline.core.devices import batch_size_for, precision_autocast, resolve_precision, to_channels_last
+from pipeline.core.devices import (
+    batch_size_for,
+    precision_autocast,
+    resolve_precision,
+    to_channels_last,
+    upload,
+)
 from pipeline.core.errors import AudioError, ConfigError, NoFaceError
 from pipeline.core.finite import NonFiniteFrames, nonfinite_items
 from pipeline.core.types import FaceBox, FrameBatch
 from wav2lip.audio import MEL_STEP_SIZE, N_MELS
 from wav2lip.config import Wav2LipConfig
-from wav2lip.face_input import MASK_START_ROW, WAV2LIP_FACE_SIZE, postprocess_faces, prepare_face_inputs
+from wav2lip.face_input import (
+    MASK_START_ROW,
+    WAV2LIP_FACE_SIZE,
+    face_input_tensor,
+    postprocess_faces,
+    prepare_face_inputs,
+)
 from wav2lip.models.fusion import weight_dtype
 
 __all__ = [
@@ -94,7 +106,11 @@ def forward_generator(
     device: str | torch.device,
     precision: str = "fp32",
 ) -> np.ndarray:
-    """Run ``model`` (eval mode) over ``(N, 6, 96, 96)`` faces and ``(N, 1, 80, 16)`` mels in batches.
+    """Run ``model`` (eval mode) over faces and ``(N, 1, 80, 16)`` mels in batches.
+
+    ``face_inputs``: ``(N, 96, 96, 3) uint8`` BGR crops, made into the generator's input per batch by
+    :func:`~wav2lip.face_input.face_input_tensor` (on CUDA: uploaded as uint8, pinned, and converted on
+    the GPU), or an already prepared ``(N, 6, 96, 96) float32`` input.
 
     Returns ``(N, 3, 96, 96) float32`` BGR in [0, 1]. The forward runs under ``precision``'s autocast
     ("fp32", "bf16" or "fp16", already resolved).
@@ -110,9 +126,12 @@ def forward_generator(
     autocast = precision if dtype == torch.float32 else "fp32"
 
     def run(start: int, stop: int) -> np.ndarray:
-        faces = torch.from_numpy(face_inputs[start:stop]).to(device, dtype)
-        faces = faces.contiguous(memory_format=torch.channels_last)
-        mels = torch.from_numpy(mel_inputs[start:stop]).to(device, dtype)
+        faces = (
+            _face_batch(face_inputs[start:stop], device)
+            .to(dtype)
+            .contiguous(memory_format=torch.channels_last)
+        )
+        mels = upload(mel_inputs[start:stop], device).to(dtype)
         with torch.inference_mode(), precision_autocast(device, autocast):
             pred = model(mels, faces)
         return pred.float().cpu().numpy()
@@ -121,6 +140,12 @@ def forward_generator(
     if not outputs:
         return np.zeros((0, 3, WAV2LIP_FACE_SIZE, WAV2LIP_FACE_SIZE), np.float32)
     return np.concatenate(outputs)
+
+
+def _face_batch(face_inputs: np.ndarray, device: torch.device) -> torch.Tensor:
+    if face_inputs.dtype == np.uint8:
+        return face_input_tensor(face_inputs, device)
+    return upload(face_inputs, device)
 
 
 def feather_mask(height: int, width: int, feather_px: float) -> np.ndarray:
@@ -245,7 +270,7 @@ def lipsync_frames(
     crops = np.stack([crop_face(frames[i], clipped[i]) for i in with_face])
     mel_inputs = prepare_mel_inputs(np.asarray(mels)[with_face])
     # 3. Generate
-    pred = forward_generator(model, prepare_face_inputs(crops), mel_inputs, batch_size, device, precision)
+    pred = forward_generator(model, crops, mel_inputs, batch_size, device, precision)
     # 4. Paste back, except where the generator returned NaN or infinity (the frame keeps its face)
     replaced = nonfinite_items(pred)
     (nonfinite or NonFiniteFrames("lip-sync")).report(first_index + np.asarray(with_face)[replaced])

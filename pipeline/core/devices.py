@@ -9,6 +9,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.core.device_names import check_device_name
@@ -161,3 +162,30 @@ def float16_autocast(device: torch.device | str, enabled: bool = True) -> contex
     """float16 autocast on a CUDA ``device`` when ``enabled`` (training's ``amp``); a no-op elsewhere."""
     on_cuda = enabled and torch.device(device).type == "cuda"
     return precision_autocast(device, "fp16" if on_cuda else "fp32")
+
+
+def upload(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """``array`` as a tensor on ``device``: on CUDA copied through pinned (page-locked) memory with
+    ``non_blocking=True``, so the copy is a DMA that overlaps the host's next work; elsewhere the array's
+    own memory, shared, no copy.
+
+    Callers upload uint8 pixels (a quarter of float32's bytes) and convert on the device. Safe to let
+    ``array`` change afterwards: the pinned staging copy is taken before this returns, and torch keeps
+    that buffer until the copy has finished.
+    """
+    device = torch.device(device)
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def configure_backends(device: torch.device | str) -> None:
+    """Backend settings for the networks on ``device``, set once where the device is chosen.
+
+    ``cudnn.benchmark`` is on for CUDA: the render calls each network with fixed shapes (96x96 lip-sync
+    crops, 512x512 restorer crops, one detection size per video, a few batch sizes), so cuDNN's one-off
+    search for the fastest convolution per shape pays back within the first batches. Off otherwise
+    (the CPU has no cuDNN; a previous CUDA run in this process does not leak into it).
+    """
+    torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"

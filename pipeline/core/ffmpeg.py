@@ -26,6 +26,8 @@ DEINTERLACE_FILTER = "bwdif=mode=send_frame:deint=interlaced"
 EVEN_CROP_FILTER = "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"
 # Lower-case words that mark an ffmpeg stderr line as reporting a failure.
 STDERR_ERROR_WORDS = ("error", "invalid", "no such", "unknown", "not found", "unsupported", "denied")
+NVENC_ENCODER = "h264_nvenc"
+NVENC_PRESET = "p5"  # p1 fastest .. p7 best quality (ffmpeg >= 4.3, NVIDIA Video Codec SDK >= 10)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -174,9 +176,11 @@ def encode_args(
     preset: str = "medium",
     audio_fd: int | None = None,
     sample_rate_hz: int = SPEECH_SAMPLE_RATE_HZ,
+    encoder: str = "x264",
 ) -> list[str]:
     """Encode raw BGR24 frames from stdin to H.264 yuv420p, muxed with float32 mono audio read from
-    file descriptor ``audio_fd`` (AAC), in one ffmpeg process; ``+faststart`` for streaming playback."""
+    file descriptor ``audio_fd`` (AAC), in one ffmpeg process; ``+faststart`` for streaming playback.
+    ``encoder``: "x264" or "nvenc" (:func:`video_codec_args`)."""
     args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     args += [
         "-f",
@@ -195,9 +199,23 @@ def encode_args(
     args += ["-map", "0:v:0"]
     if audio_fd is not None:
         args += ["-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
-    args += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+    args += video_codec_args(encoder, crf, preset)
     args += ["-movflags", "+faststart"]
     return args + ["-f", muxer_for(output), file_arg(output)]
+
+
+def video_codec_args(encoder: str, crf: int, preset: str) -> list[str]:
+    """ffmpeg's video codec options for ``encoder`` ("x264" or "nvenc") at quality ``crf``; ``preset`` is
+    x264's (NVENC uses :data:`NVENC_PRESET`; the quality mapping is explained in
+    :mod:`pipeline.core.encoders`). Output is yuv420p H.264 either way."""
+    if encoder == "x264":
+        return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+    if encoder == "nvenc":
+        return [
+            "-c:v", NVENC_ENCODER, "-preset", NVENC_PRESET, "-rc", "vbr", "-cq", str(crf), "-b:v", "0",
+            "-spatial-aq", "1", "-pix_fmt", "yuv420p",
+        ]  # fmt: skip
+    raise ValueError(f"unknown encoder {encoder!r}")
 
 
 def muxer_for(output: str | Path) -> str:

@@ -209,7 +209,14 @@ class VideoWriter:
     """
 
     def __init__(
-        self, output: str | Path, size: FrameSize, fps: float, crf: int, preset: str, audio: AudioClip
+        self,
+        output: str | Path,
+        size: FrameSize,
+        fps: float,
+        crf: int,
+        preset: str,
+        audio: AudioClip,
+        encoder: str = "x264",
     ):
         self.output = Path(output)
         self.temp_path = self.output.with_name(
@@ -220,7 +227,7 @@ class VideoWriter:
         remove_stale_partials(self.output)
         read_fd, write_fd = os.pipe()
         args = ffmpeg.encode_args(
-            self.temp_path, size.width, size.height, fps, crf, preset, read_fd, audio.sample_rate_hz
+            self.temp_path, size.width, size.height, fps, crf, preset, read_fd, audio.sample_rate_hz, encoder
         )
         try:
             self._process = subprocess.Popen(

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from pipeline.core.adaptive_batch import AdaptiveBatch
 from pipeline.core.checkpoints import load_state_dict
-from pipeline.core.devices import precision_autocast, resolve_precision
+from pipeline.core.devices import precision_autocast, resolve_precision, upload
 from pipeline.core.errors import ConfigError, EngineUnavailableError, InputError, NoFaceError, WrongModelError
 from pipeline.core.types import FaceBox
 from pipeline.faces.config import DetectConfig
@@ -117,7 +117,7 @@ class FaceDetector:
 
     def _forward(self, small: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean = torch.tensor(RETINAFACE_MEAN_BGR, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        inputs = torch.from_numpy(np.ascontiguousarray(small)).to(self.device)
+        inputs = upload(small, self.device)  # uint8; converted on the device
         inputs = inputs.permute(0, 3, 1, 2).float() - mean
         with torch.inference_mode(), precision_autocast(self.device, self.precision):
             loc, scores, landmarks = self.network(inputs)
@@ -189,21 +189,47 @@ def decode_detections(
     Decoded coordinates are fractions of the detection input, so multiplying by the full
     ``frame_size = (height, width)`` maps them back from any downscaled copy. Returns per frame a
     ``(k, 15)`` float32 array (x1, y1, x2, y2, score, 5 x/y landmark pairs) by descending score.
+
+    The whole batch is decoded where the tensors are, suppressed by one ``batched_nms`` with the frame
+    as the group (boxes of different frames never suppress each other), and copied to the CPU once.
     """
+    rows = _batch_detections(loc, scores, landmarks, priors, variance, frame_size, score_threshold, nms_iou)
+    return _split_by_frame(rows.cpu().numpy(), len(loc))
+
+
+def _batch_detections(
+    loc: torch.Tensor,
+    scores: torch.Tensor,
+    landmarks: torch.Tensor,
+    priors: torch.Tensor,
+    variance: tuple[float, float],
+    frame_size: tuple[int, int],
+    score_threshold: float,
+    nms_iou: float,
+) -> torch.Tensor:
+    """``(k, 16)`` float32 on the input's device: frame index, then the 15 detection columns, rows
+    grouped by frame in frame order and by descending score within a frame."""
     utils = _facexlib_module("facexlib.detection.retinaface_utils")
     height, width = frame_size
     scale = torch.tensor([width, height], dtype=torch.float32, device=loc.device)
     batch_priors = priors.unsqueeze(0)
     boxes = utils.batched_decode(loc, batch_priors, list(variance)) * scale.repeat(2)
     points = utils.batched_decode_landm(landmarks, batch_priors, list(variance)) * scale.repeat(N_LANDMARKS)
-    results = []
-    for frame_boxes, frame_scores, frame_points in zip(boxes, scores[:, :, 1], points):
-        keep = frame_scores > score_threshold
-        frame_boxes, frame_scores, frame_points = frame_boxes[keep], frame_scores[keep], frame_points[keep]
-        order = _nms(frame_boxes, frame_scores, nms_iou)
-        rows = torch.cat([frame_boxes, frame_scores.unsqueeze(1), frame_points], dim=1)[order]
-        results.append(rows.cpu().numpy().astype(np.float32).reshape(-1, DETECTION_COLUMNS))
-    return results
+    face_scores = scores[:, :, 1]
+    frame_ids, prior_ids = torch.nonzero(face_scores > score_threshold, as_tuple=True)
+    boxes, points = boxes[frame_ids, prior_ids], points[frame_ids, prior_ids]
+    face_scores = face_scores[frame_ids, prior_ids]
+    order = _batched_nms(boxes, face_scores, frame_ids, nms_iou)  # by descending score over the batch
+    order = order[torch.sort(frame_ids[order], stable=True).indices]  # frames in order, scores kept
+    columns = [frame_ids.unsqueeze(1).float(), boxes, face_scores.unsqueeze(1), points]
+    return torch.cat(columns, dim=1)[order]
+
+
+def _split_by_frame(rows: np.ndarray, n_frames: int) -> list[np.ndarray]:
+    """:func:`_batch_detections`' rows -> per frame a ``(k, 15)`` float32 array (k may be 0)."""
+    counts = np.bincount(rows[:, 0].astype(np.int64), minlength=n_frames)
+    detections = np.ascontiguousarray(rows[:, 1:], dtype=np.float32).reshape(-1, DETECTION_COLUMNS)
+    return np.split(detections, np.cumsum(counts)[:-1])
 
 
 def detections_to_faces(rows: np.ndarray, frame_size: tuple[int, int]) -> list[FaceBox]:
@@ -354,12 +380,12 @@ def check_detector_state_dict(
         )
 
 
-def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float) -> torch.Tensor:
     # torchvision is imported here, not at the top: it costs ~170 MB and seconds, and a run with a
     # fixed --box never detects.
     import torchvision
 
-    return torchvision.ops.nms(boxes, scores, iou)
+    return torchvision.ops.batched_nms(boxes, scores, groups, iou)
 
 
 def _facexlib_module(name: str) -> Any:
