@@ -689,7 +689,9 @@ def test_out_of_memory_at_batch_1_through_the_cli(env: Env, tmp_path: Path, caps
 
     load = wav2lip.load_generator_for_inference
     monkeypatch.setattr(
-        wav2lip, "load_generator_for_inference", lambda path, device: FailsAbove(load(path, device), 0)
+        wav2lip,
+        "load_generator_for_inference",
+        lambda path, device, precision: FailsAbove(load(path, device, precision), 0),
     )
     code, lines = run_cli(env, tmp_path, base(env), capsys)
     assert code == 1

@@ -32,9 +32,9 @@ def _count_generator_loads(monkeypatch) -> list[Path]:
     loads: list[Path] = []
     original = wav2lip.load_generator_for_inference
 
-    def counting(path, device="cpu"):
+    def counting(path, device="cpu", precision="fp32"):
         loads.append(path)
-        return original(path, device)
+        return original(path, device, precision)
 
     monkeypatch.setattr(wav2lip, "load_generator_for_inference", counting)
     return loads
