@@ -50,6 +50,7 @@ def overrides_from_form(form: dict[str, Any]) -> dict[str, Any]:
     text = (form.get("text") or "").strip() if use_text else None
     return {
         "video": form.get("video") or None, "text_string": text if use_text else None,
+        "precision": form.get("precision") or None,
         "audio": None if use_text else (form.get("audio") or ""),
         "tts": {
             "engine": form.get("engine"), "voice": form.get("voice") or None,

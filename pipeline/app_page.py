@@ -12,8 +12,9 @@ from pipeline.config import PipelineConfig
 # The order of the page's inputs, as the /render endpoint of Gradio's API takes them.
 FORM_FIELDS = (
     "video", "speech_source", "text", "audio", "engine", "voice", "speed", "restorer", "fidelity",
-    "face", "box", "pads", "paste", "upscale", "batch_size", "restore_batch",
+    "face", "box", "pads", "paste", "upscale", "batch_size", "restore_batch", "precision",
 )  # fmt: skip
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # the choices of --precision
 
 
 def _numbers(values: Any) -> str:
@@ -52,9 +53,12 @@ def _inputs(gr: Any, config: PipelineConfig) -> list[Any]:
             upscale = gr.Dropdown([1, 2, 4], value=restore.upscale, label="Upscale")
             batch = gr.Number(value=config.wav2lip.batch_size or 0, label="Lip-sync batch (0 = default)")
             restore_batch = gr.Number(value=restore.batch_size or 0, label="Restore batch (0 = default)")
+            precision = gr.Dropdown(
+                list(PRECISIONS), value=config.precision, label="Precision (auto: per network and device)"
+            )
     return [
         video, source, text, audio, engine, voice, speed, restorer, fidelity,
-        face, box, pads, paste, upscale, batch, restore_batch,
+        face, box, pads, paste, upscale, batch, restore_batch, precision,
     ]  # fmt: skip
 
 
@@ -63,12 +67,12 @@ def build_page(gr: Any, config: PipelineConfig, renderer: Any, missing_weights: 
 
     def render(  # noqa: PLR0913 - one parameter per input, as Gradio passes them
         video, speech_source, text, audio, engine, voice, speed, restorer, fidelity,
-        face, box, pads, paste, upscale, batch_size, restore_batch,
+        face, box, pads, paste, upscale, batch_size, restore_batch, precision,
         request: gr.Request, progress: gr.Progress = gr.Progress(),  # noqa: B008 - how Gradio injects it
     ) -> tuple:  # fmt: skip
         values = (
             video, speech_source, text, audio, engine, voice, speed, restorer, fidelity,
-            face, box, pads, paste, upscale, batch_size, restore_batch,
+            face, box, pads, paste, upscale, batch_size, restore_batch, precision,
         )  # fmt: skip
         form = dict(zip(FORM_FIELDS, values))
         output, summary, status = renderer.render(form, _session(request), progress)

@@ -22,7 +22,7 @@ def test_the_form_maps_onto_the_cli_config():
         "video": "v.mp4", "speech_source": "text", "text": " Hi there ", "audio": "ignored.wav",
         "engine": "espeak", "voice": "de", "speed": 150, "restorer": "codeformer", "fidelity": 0.9,
         "face": "1", "box": "1, 2 3 4", "pads": "", "paste": "hard", "upscale": 2, "batch_size": 0,
-        "restore_batch": 4,
+        "restore_batch": 4, "precision": "bf16",
     }  # fmt: skip
     config = build_config(overrides_from_form(form))
     assert (config.video, config.text_string, config.audio) == ("v.mp4", "Hi there", None)
@@ -35,6 +35,8 @@ def test_the_form_maps_onto_the_cli_config():
     assert config.restore.batch_size == 4 and config.wav2lip.batch_size is None  # 0 = the default
     assert (config.detect.box, config.detect.face, config.wav2lip.paste) == ((1, 2, 3, 4), 1, "hard")
     assert config.detect.pads == build_config().detect.pads  # empty = the default
+    assert config.precision == "bf16"
+    assert build_config(overrides_from_form({**form, "precision": None})).precision == "auto"
     spoken = build_config(overrides_from_form({**form, "speech_source": "audio", "audio": "a.wav"}))
     assert (spoken.text_string, spoken.audio) == (None, "a.wav")
 
@@ -85,6 +87,35 @@ def test_missing_weights_show_at_start_and_in_the_page(tmp_path, capsys):
     page = build_page(gr, config, Renderer(None, tmp_path), message)
     shown = [b for b in page.blocks.values() if getattr(b, "elem_id", None) == "missing-weights"]
     assert len(shown) == 1 and message in shown[0].value
+
+
+class _ConfigRecorder(Renderer):
+    """Builds each render's config as the app does, and stops there."""
+
+    def render(self, form, session, progress=None):
+        self.config = self._config(form)
+        return None, "", "recorded"
+
+
+def test_the_advanced_section_holds_every_cli_choice_and_precision_reaches_the_render(tmp_path):
+    gr = pytest.importorskip("gradio", reason="gradio is not installed (requirements-ui.txt)")
+    from pipeline.app_page import FORM_FIELDS, build_page
+
+    defaults = tmp_path / "config.yaml"
+    defaults.write_text("precision: fp32\ndetect: {pads: [0, 12, 0, 0]}\nwav2lip: {paste: hard}\n")
+    config = build_config(None, defaults)
+    renderer = _ConfigRecorder(str(defaults), tmp_path / "out")
+    page = build_page(gr, config, renderer, None)
+    (event,) = [fn for fn in page.fns.values() if fn.api_name == "render"]
+    shown = dict(zip(FORM_FIELDS, (component.value for component in event.inputs)))
+    for name in ("face", "box", "pads", "paste", "upscale", "precision", "batch_size", "restore_batch"):
+        assert name in shown
+    assert (shown["precision"], shown["pads"], shown["paste"]) == ("fp32", "0 12 0 0", "hard")  # the config's
+    request = type("Request", (), {"session_hash": "s1"})()
+    event.fn(*{**shown, "video": str(EXAMPLE_VIDEO), "precision": "bf16"}.values(), request=request)
+    assert renderer.config.precision == "bf16" and renderer.config.detect.pads == (0, 12, 0, 0)
+    event.fn(*{**shown, "video": str(EXAMPLE_VIDEO)}.values(), request=request)
+    assert renderer.config.precision == "fp32"
 
 
 def test_without_gradio_the_app_says_so_in_one_line():

@@ -3,19 +3,14 @@ started on a free loopback port with seeded weights (fixed box, no restorer: a r
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.app_server import running_app, speech_frames
 from tests.media_fixtures import read_all_frames
-from tests.weights_fixtures import write_official_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_VIDEO = REPO / "examples" / "face.mp4"  # 320x320, 25 fps
@@ -32,50 +27,11 @@ pytestmark = pytest.mark.skipif(
 RENDER_TIMEOUT_S = 240
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """The app's URL and output folder; the process is stopped after the module."""
-    root = tmp_path_factory.mktemp("app")
-    checkpoint = write_official_checkpoint("wav2lip_generator", root / "wav2lip_gan.pth")
-    config = root / "config.yaml"
-    config.write_text(
-        f"device: cpu\nwav2lip: {{checkpoint: {checkpoint}}}\nrestore: {{restorer: none}}\n"
-        "detect: {box: [60, 260, 60, 260]}\n"
-    )
-    port, out = _free_port(), root / "out"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "pipeline.app", "--config", str(config), "--port", str(port)]
-    log = (root / "app.log").open("w")
-    process = subprocess.Popen(
-        [*command, "--output-dir", str(out)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_for(url, process, root / "app.log")
-        yield url, out
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the app exited with {process.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"the app did not answer at {url}: {log.read_text()}")
+    with running_app(tmp_path_factory.mktemp("app")) as served:
+        yield served
 
 
 @pytest.fixture
@@ -119,15 +75,6 @@ def _status_when_done(driver) -> str:
     return WebDriverWait(driver, RENDER_TIMEOUT_S, poll_frequency=0.5).until(finished)
 
 
-def _speech_frames(text: str) -> int:
-    import tts
-    from pipeline import timeline
-    from pipeline.config import build_config
-
-    clip = tts.synthesize(text, build_config(None).tts)
-    return timeline.output_frame_count(clip.duration_s, 25.0)
-
-
 def test_render_in_the_browser_plays_a_video_as_long_as_the_speech(app, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -145,7 +92,7 @@ def test_render_in_the_browser_plays_a_video_as_long_as_the_speech(app, browser,
     played = tmp_path / "played.mp4"
     with urllib.request.urlopen(video.get_attribute("src"), timeout=30) as response:
         played.write_bytes(response.read())
-    assert abs(len(read_all_frames(played)) - _speech_frames(SENTENCE)) <= 1
+    assert abs(len(read_all_frames(played)) - speech_frames(SENTENCE)) <= 1
     assert summary.startswith("wrote ") and "frames without a face" in summary and "time:" in summary
     assert len(list(out.glob("*_lipsync.mp4"))) == 1 and not list(out.glob(".*"))  # no temporary left
 

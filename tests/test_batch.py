@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import wav2lip
@@ -13,6 +18,7 @@ from pipeline.core.errors import InputError
 from tests.media_fixtures import make_tone, make_video, read_all_frames
 from tests.weights_fixtures import write_official_checkpoint
 
+REPO = Path(__file__).resolve().parent.parent
 BOX = "40 100 50 110"  # top, bottom, left, right in the 160x120 test clips
 
 
@@ -165,3 +171,30 @@ def test_the_model_cache_loads_once_per_file_and_device_and_again_when_the_file_
     checkpoint.write_bytes(b"changed")  # a new file of another size: loaded afresh
     assert cache.load(loader, checkpoint, "cpu") is not first
     assert len(calls) == cache.loads == 3
+
+
+def _dated_back(path: Path) -> Path:
+    """The file as one not written this very second (the batch keeps what it learns only of such)."""
+    past = time.time() - 60
+    os.utime(path, (past, past))
+    return path
+
+
+def test_a_batch_job_in_a_warm_process_renders_the_frames_a_cli_run_does(wav2lip_checkpoint, tmp_path):
+    from pipeline.core import media
+
+    video = _dated_back(make_video(tmp_path / "face.mp4", seconds=0.4))
+    speech = _dated_back(make_tone(tmp_path / "speech.wav", seconds=0.8))
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"video,audio,output\n{video},{speech},first.mp4\n{video},{speech},second.mp4\n")
+    out = tmp_path / "batch"
+    assert main(["--batch", str(jobs), "--quiet", *_flags(wav2lip_checkpoint, out)]) == 0
+    assert media._FRAME_COUNTS.find(video, 25.0) is not None  # the second job took the kept count
+    cli = tmp_path / "cli" / "one.mp4"
+    flags = _flags(wav2lip_checkpoint, cli)
+    command = [sys.executable, str(REPO / "run_pipeline.py"), "--quiet", "--video", str(video)]
+    subprocess.run([*command, "--audio", str(speech), *flags], check=True, cwd=REPO)
+    from_cli = read_all_frames(cli)
+    assert len(from_cli) == 20
+    assert np.array_equal(read_all_frames(out / "second.mp4"), from_cli)
+    assert np.array_equal(read_all_frames(out / "first.mp4"), from_cli)

@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.core import ffmpeg
 from pipeline.core.errors import AudioError, FFmpegError, InputError
+from pipeline.core.file_memo import FileMemo, settled_key
 from pipeline.core.types import AudioClip
 
 PIPE_CHUNK_BYTES = 1 << 20  # audio is written to the encoder in 1 MiB pieces
@@ -49,8 +50,18 @@ class FrameSize:
         return self.width * self.height * 3
 
 
+# The first frame and the frame count of each face video, kept while the file is unchanged: the jobs of
+# a batch often share one face video (one presenter, many scripts).
+_FIRST_FRAMES = FileMemo(max_entries=4)  # 4 frames of 1080p hold 25 MB
+_FRAME_COUNTS = FileMemo()
+
+
 def read_first_frame(path: str | Path, fps: float) -> np.ndarray:
     """The first decoded frame of ``path`` (``(H, W, 3) uint8`` BGR) after the standard filter chain."""
+    return _FIRST_FRAMES.get(path, lambda: _decode_first_frame(path, fps), fps).copy()
+
+
+def _decode_first_frame(path: str | Path, fps: float) -> np.ndarray:
     result = subprocess.run(ffmpeg.first_frame_args(path, fps), capture_output=True, check=False)
     frame = None
     if result.returncode == 0 and result.stdout:
@@ -64,30 +75,41 @@ def read_first_frame(path: str | Path, fps: float) -> np.ndarray:
 class FrameCounter:
     """The frames of ``path`` at constant ``fps`` (at most ``max_frames``), counted without keeping any
     pixels: ffmpeg starts now and counts while the caller works; :meth:`result` collects the number.
+    A count of this version of the file made before (in this process) that answers it starts no ffmpeg.
 
     ffmpeg writes one byte per frame into a pipe (64 KiB hold 43 minutes at 25 fps before it waits).
     Leaving the context without :meth:`result` (an error, Ctrl-C) kills it.
     """
 
     def __init__(self, path: str | Path, fps: float, max_frames: int | None = None) -> None:
-        self.path = Path(path)
-        self._process = subprocess.Popen(
-            ffmpeg.count_frames_args(path, fps, max_frames),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        _LIVE_PROCESSES.add(self._process)
+        self.path, self.fps, self.max_frames = Path(path), fps, max_frames
+        self._file = settled_key(path)  # the version counted (None: the count is not kept)
+        self._known = _known_count(path, fps, max_frames)
+        self._process: subprocess.Popen | None = None
+        if self._known is None:
+            self._process = subprocess.Popen(
+                ffmpeg.count_frames_args(path, fps, max_frames),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            _LIVE_PROCESSES.add(self._process)
 
     def result(self) -> int:
         """Wait for ffmpeg; the number of frames (FFmpegError when decoding failed)."""
+        if self._process is None:
+            assert self._known is not None
+            return self._known
         stdout, stderr = self._process.communicate()
         _LIVE_PROCESSES.discard(self._process)
         if self._process.returncode != 0:
             raise FFmpegError(f"decoding {self.path} failed: {ffmpeg.essential_stderr(stderr)}")
+        _FRAME_COUNTS.keep(self._file, (len(stdout), self.max_frames), self.fps)
         return len(stdout)
 
     def close(self) -> None:
+        if self._process is None:
+            return
         _terminate(self._process)
         if self._process.stderr is not None:
             self._process.stderr.close()
@@ -97,6 +119,18 @@ class FrameCounter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _known_count(path: str | Path, fps: float, max_frames: int | None) -> int | None:
+    """The count an earlier :class:`FrameCounter` of this version of ``path`` implies, else None: fewer
+    frames than its cap is the whole video; a count that reached its cap answers any smaller cap."""
+    counted = _FRAME_COUNTS.find(path, fps)
+    if counted is None:
+        return None
+    count, cap = counted
+    if cap is None or count < cap:
+        return count if max_frames is None else min(count, max_frames)
+    return max_frames if max_frames is not None and max_frames <= count else None
 
 
 class VideoReader:

@@ -17,6 +17,7 @@ import yaml
 
 from pipeline.core.config_io import REPO_ROOT
 from pipeline.core.errors import WeightsError
+from pipeline.core.file_memo import FileMemo
 
 MANIFEST_PATH = REPO_ROOT / "weights" / "manifest.yaml"  # the manifest ships with the code
 STAGES = ("wav2lip", "syncnet", "disc", "detect", "parse", "restore", "upsample", "eval")
@@ -121,6 +122,15 @@ def load_manifest(path: str | Path = MANIFEST_PATH) -> dict[str, WeightSpec]:
     :class:`~pipeline.core.errors.WeightsError` naming the manifest and the entry.
     """
     path = Path(path)
+    return dict(_MANIFESTS.get(path, lambda: _read_manifest(path)))  # a copy: callers may change theirs
+
+
+# Each manifest read and checked once per version of the file: the render resolves its weights through
+# it every job, and PyYAML's pure-Python loader takes 40-180 ms for it on 2 busy cores.
+_MANIFESTS = FileMemo(max_entries=4)
+
+
+def _read_manifest(path: Path) -> dict[str, WeightSpec]:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except OSError as exc:
