@@ -241,47 +241,81 @@ def torch_runner(network: Network, precision: str) -> Callable:
     return run
 
 
-def export_onnx(network: Network, path: Path) -> str:
-    """Export ``network`` float32 with a dynamic batch axis; returns which exporter worked."""
-    import torch
+def export_onnx(network: Network, workdir: Path) -> tuple[dict[int, Path], str]:
+    """Export ``network`` in float32: ``({batch size: ONNX file}, how)``.
 
-    example = tuple(torch.from_numpy(x) for x in network.batch(2))
+    Tried in turn: the torch.export-based exporter (``dynamo=True``) with a dynamic batch axis, then
+    with static shapes (one file per batch size), then the TorchScript exporter (``dynamo=False``) the
+    same two ways. GFPGAN's modulated convolutions take a kernel computed per item, which only exports
+    with static shapes. The failures of the earlier tries are part of ``how``.
+    """
     failures = []
     for dynamo in (True, False):
-        try:
-            if dynamo:
-                batch = torch.export.Dim("batch", min=1, max=4096)
-                shapes = {name: {0: batch} for name in network.input_names}
-                extra = {"dynamic_shapes": shapes}
-            else:
-                extra = {"dynamic_axes": {name: {0: "batch"} for name in (*network.input_names, "image")}}
-            with torch.inference_mode(False), torch.no_grad():
-                torch.onnx.export(
-                    network.module, example, str(path), input_names=list(network.input_names),
-                    output_names=["image"], opset_version=ONNX_OPSET, dynamo=dynamo, **extra,
-                )  # fmt: skip
-            kind = "dynamo=True" if dynamo else "dynamo=False (TorchScript)"
-            return kind + (f"; dynamo=True failed: {failures[0]}" if failures else "")
-        except Exception as exc:  # noqa: BLE001 - the reason is reported and the other exporter tried
-            failures.append(
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc) else ''}"
-            )
+        for dynamic in (True, False):
+            sizes = (2,) if dynamic else network.batches  # 2: torch.export specialises a batch of 1
+            paths = {size: workdir / f"{network.name}_{'dyn' if dynamic else size}.onnx" for size in sizes}
+            try:
+                for size, path in paths.items():
+                    _export_one(network, path, size, dynamo, dynamic)
+            except Exception as exc:  # noqa: BLE001 - reported, and the next way is tried
+                failures.append(f"{_way(dynamo, dynamic)} failed: {_first_line(exc)}")
+                print(f"  {failures[-1]}", flush=True)
+                continue
+            files = {size: paths[2 if dynamic else size] for size in network.batches}
+            return files, "; ".join([f"{_way(dynamo, dynamic)} worked", *failures])
     raise RuntimeError("ONNX export failed: " + " | ".join(failures))
 
 
-def ort_runner(onnx_path: Path, threads: int) -> Callable:
+def _export_one(network: Network, path: Path, size: int, dynamo: bool, dynamic: bool) -> None:
+    import torch
+
+    names = list(network.input_names)
+    extra = {}
+    if dynamic and dynamo:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        extra["dynamic_shapes"] = {name: {0: batch} for name in names}
+    elif dynamic:
+        extra["dynamic_axes"] = {name: {0: "batch"} for name in (*names, "image")}
+    example = tuple(torch.from_numpy(x) for x in network.batch(size))
+    with torch.no_grad():
+        torch.onnx.export(
+            network.module.eval(), example, str(path), input_names=names, output_names=["image"],
+            opset_version=ONNX_OPSET, dynamo=dynamo, **extra,
+        )  # fmt: skip
+
+
+def _way(dynamo: bool, dynamic: bool) -> str:
+    return f"dynamo={dynamo}, {'dynamic batch' if dynamic else 'static shapes'}"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The innermost cause's type and first line (the exporters wrap the real reason)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def ort_runner(files: dict[int, Path], threads: int) -> Callable:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    return lambda inputs: session.run(None, dict(zip(names, inputs, strict=True)))[0]
+    sessions = {}
+    for path in set(files.values()):
+        sessions[path] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+        session = sessions[files[len(inputs[0])]]
+        names = [i.name for i in session.get_inputs()]
+        return session.run(None, dict(zip(names, inputs, strict=True)))[0]
+
+    return run
 
 
-def ov_runner(onnx_path: Path, threads: int, precision: str, network: Network) -> Callable:
+def ov_runner(files: dict[int, Path], threads: int, precision: str, network: Network) -> Callable:
     """OpenVINO compiled per batch size (static shapes compile to faster code than a dynamic batch)."""
     import openvino as ov
 
@@ -289,37 +323,44 @@ def ov_runner(onnx_path: Path, threads: int, precision: str, network: Network) -
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision,
               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}  # fmt: skip
     compiled = {}
-    for size in network.batches:
-        model = core.read_model(str(onnx_path))
+    for size, path in files.items():
+        model = core.read_model(str(path))
         model.reshape({name: [size, *x.shape[1:]] for name, x in zip(network.input_names, network.inputs)})
         compiled[size] = core.compile_model(model, "CPU", config)
     return lambda inputs: compiled[len(inputs[0])](list(inputs))[0]
 
 
 def build_runners(network: Network, args: argparse.Namespace) -> dict[str, Callable]:
-    runners, onnx_path = {}, args.workdir / f"{network.name}.onnx"
+    runners, files, export_error = {}, None, None
     for backend in args.backends:
-        reason = unavailable_reason(backend, args.dry_run)
-        if reason is not None:
+        reason = unavailable_reason(backend, args.dry_run) or export_error
+        if reason is not None and not backend.startswith("torch_"):
             print(f"  skip {backend}: {reason}", flush=True)
             continue
         try:
             if backend.startswith("torch_"):
                 runners[backend] = torch_runner(network, backend.removeprefix("torch_"))
                 continue
-            if not onnx_path.exists():
-                started = time.perf_counter()
-                exporter = export_onnx(network, onnx_path)
-                network.notes.append(f"ONNX export: {exporter} ({time.perf_counter() - started:.0f} s)")
-                print(f"  {network.notes[-1]}", flush=True)
+            if files is None:
+                export_error = "the ONNX export failed (see above)"  # not tried again for the next back-end
+                files = _export_noted(network, args.workdir)
+                export_error = None
             if backend == "ort":
-                runners[backend] = ort_runner(onnx_path, args.threads)
+                runners[backend] = ort_runner(files, args.threads)
             else:
-                runners[backend] = ov_runner(onnx_path, args.threads, OV_PRECISIONS[backend], network)
+                runners[backend] = ov_runner(files, args.threads, OV_PRECISIONS[backend], network)
         except Exception as exc:  # noqa: BLE001 - one back-end failing must not hide the others' figures
-            network.notes.append(f"{backend} skipped: {type(exc).__name__}: {str(exc)[:300]}")
+            network.notes.append(f"{backend} skipped: {_first_line(exc)}")
             print(f"  skip {backend}: {network.notes[-1]}", flush=True)
     return runners
+
+
+def _export_noted(network: Network, workdir: Path) -> dict[int, Path]:
+    started = time.perf_counter()
+    files, how = export_onnx(network, workdir)
+    network.notes.append(f"ONNX export: {how} ({time.perf_counter() - started:.0f} s)")
+    print(f"  {network.notes[-1]}", flush=True)
+    return files
 
 
 # ---- measurement ---------------------------------------------------------------------------------
@@ -438,11 +479,18 @@ def main(argv: list[str] | None = None) -> int:
         network = wav2lip_network(args) if name == "wav2lip" else restorer_network(name, args)
         runners = build_runners(network, args)
         rounds = args.rounds if name == "wav2lip" else args.restorer_rounds
-        report["rows"] += measure(network, runners, rounds)
+        rows = measure(network, runners, rounds)
+        report["rows"] += rows
         report["notes"][name] = network.notes
+        report[f"load_after_{name}"] = load_now()
+        print_table(rows)
+        print(f"load after {name}: {report[f'load_after_{name}']}", flush=True)
         del network, runners
+        if args.json:  # after each network, so a run cut short keeps what it measured
+            args.json.write_text(json.dumps(report, indent=2))
     report["load_after"] = load_now()
-    print_table(report["rows"])
+    if len(args.networks) > 1:
+        print_table(report["rows"])
     print("load after:", report["load_after"])
     for row in report["rows"]:
         if row["backend"] == "torch_fp32" and row["saturated_share"] > SATURATED_SHARE:
