@@ -324,7 +324,8 @@ def _render(
 
     ``indices``: the input frame of each output frame, and the face-track entry of each output frame."""
     indices, face_indices = indices
-    batch = frames_per_batch(config.frame_batch, max(size, out_size, key=lambda s: s.frame_bytes))
+    largest = max(size, out_size, key=lambda s: s.frame_bytes)
+    batch = frames_per_batch(config.frame_batch, largest, models.lipsyncer.batch_size)
     batches = prefetch(
         _frame_batches(config, inputs, speech, track, (indices, face_indices), size, first, batch)
     )
@@ -401,8 +402,11 @@ def _frame_batches(
         start += len(chunk)
 
 
-def frames_per_batch(requested: int, size: FrameSize) -> int:
+def frames_per_batch(requested: int, size: FrameSize, model_batch: int = 1) -> int:
     """``requested`` frames per streaming batch, fewer for large frames so that one batch of frames of
     ``size`` (the larger of input and output) stays under ``FRAME_BATCH_MAX_BYTES`` (a few batches are
-    in flight at once); at least 1."""
-    return max(1, min(int(requested), FRAME_BATCH_MAX_BYTES // size.frame_bytes))
+    in flight at once); at least 1. Above ``model_batch`` (faces per lip-sync forward) the count is cut
+    to a multiple of it: 24 frames at 720p with 16 per forward would hold 8 frames more for a forward of
+    8, no faster per face."""
+    frames = max(1, min(int(requested), FRAME_BATCH_MAX_BYTES // size.frame_bytes))
+    return frames - frames % model_batch if frames > model_batch else frames

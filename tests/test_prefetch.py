@@ -90,3 +90,16 @@ def test_background_consumer_cancel_returns_promptly():
     release.set()
     consumer.cancel()
     assert time.perf_counter() - start < 3
+
+
+def test_streaming_batches_hold_whole_lipsync_forwards_within_the_byte_cap():
+    from pipeline.core.media import FrameSize
+    from pipeline.render import FRAME_BATCH_MAX_BYTES, frames_per_batch
+
+    hd = FrameSize(1280, 720)
+    assert FRAME_BATCH_MAX_BYTES // hd.frame_bytes == 24
+    assert frames_per_batch(32, hd) == 24  # the byte cap alone
+    assert frames_per_batch(32, hd, 16) == 16  # 24 would mean a forward of 16 and one of 8
+    assert frames_per_batch(32, FrameSize(640, 360), 16) == 32  # already a multiple
+    assert frames_per_batch(32, FrameSize(640, 360), 12) == 24
+    assert frames_per_batch(32, FrameSize(3840, 2160), 16) == 2  # under one forward: the cap wins
