@@ -116,5 +116,6 @@ def store_in_bfloat16(generator: nn.Module) -> nn.Module:
 
 
 def weight_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype inputs should have: that of the model's first weight."""
-    return next(model.parameters()).dtype
+    """The dtype inputs should have: that of the model's first weight (float32 for a model without any)."""
+    first = next(model.parameters(), None)
+    return torch.float32 if first is None else first.dtype
