@@ -10,7 +10,9 @@ from math import gcd
 
 import numpy as np
 
-OUTPUT_SAMPLE_RATE_HZ = 16000  # Hz, the rate Wav2Lip's mel features are computed at
+from pipeline.core.ffmpeg import SPEECH_SAMPLE_RATE_HZ
+
+OUTPUT_SAMPLE_RATE_HZ = SPEECH_SAMPLE_RATE_HZ  # Hz, the rate Wav2Lip's mel features are computed at
 PEAK_LEVEL = 0.95  # full scale, the peak of the finished speech
 FRAME_S = 0.01  # seconds per analysis frame of the silence detector
 SILENCE_BELOW_PEAK_DB = 40.0  # dB: a frame this far below the clip's peak RMS frame counts as silence

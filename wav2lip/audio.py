@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import AudioError, InputError
+from pipeline.core.ffmpeg import SPEECH_SAMPLE_RATE_HZ
 
-SAMPLE_RATE_HZ = 16000  # samples per second the models were trained on
+SAMPLE_RATE_HZ = SPEECH_SAMPLE_RATE_HZ  # samples per second the models were trained on (16 kHz)
 N_FFT = 800  # samples per STFT frame (50 ms)
 HOP_LENGTH = 200  # samples between STFT frames (12.5 ms)
 WIN_LENGTH = 800  # samples of the Hann window (50 ms)

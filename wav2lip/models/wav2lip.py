@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wav2lip.audio import N_MELS
 from wav2lip.models.blocks import AUDIO_TRUNK_SPECS, ConvBNReLU, ConvSpec, UpConvBNReLU, conv_stack, res
 
 WAV2LIP_FACE_SIZE = 96  # pixels: the generator's fixed input and output side
 FACE_CHANNELS = 6  # masked target BGR + reference BGR
-MEL_BINS = 80  # mel channels of the audio window
-MEL_STEP_SIZE = 16  # mel frames per window (200 ms at 80 mel frames per second)
+MEL_BINS = N_MELS  # mel channels of the audio window
 
 # Face encoder, one list per resolution; the comment is the output side in pixels.
 FACE_ENCODER_SPECS = [

@@ -31,12 +31,11 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.core.errors import InputError
-from wav2lip.audio import MEL_STEP_SIZE, load_wav, melspectrogram
+from wav2lip.audio import MEL_FRAMES_PER_SECOND, MEL_STEP_SIZE, load_wav, melspectrogram
 from wav2lip.face_input import faces_to_unit, mask_lower_half, syncnet_face_input
 from wav2lip.models.syncnet import SYNCNET_T
 from wav2lip.training.config import DataConfig
 
-MEL_FRAMES_PER_SECOND = 80.0  # mel columns per second (16 kHz / hop 200), as the official crop uses
 MAX_FRAMES_SKIPPED = 3 * SYNCNET_T  # utterances with this many frames or fewer are never drawn
 SYNC_MEL_FRAME_OFFSET = 0  # official HEAD: the sync mel window of frames id..id+4 starts at frame id
 INDIV_MEL_FRAME_OFFSET = -1  # official get_segmented_mels: frame id + k uses the window of id + k - 1
