@@ -90,7 +90,8 @@ def _add_io_flags(group: argparse._ArgumentGroup) -> None:
         "--speaker-voice",
         action="append",
         metavar="A=VOICE",
-        help="a speaker's voice: espeak voice with an optional +variant (en-gb+f3) or Coqui speaker",
+        help="a speaker's voice: espeak voice with an optional +variant (en-gb+f3), Coqui speaker, or "
+        "sample:FILE (Coqui XTTS clones the voice of that recording)",
     )
     group.add_argument(
         "--speaker-face",

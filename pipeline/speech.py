@@ -21,10 +21,12 @@ import numpy as np
 from pipeline import timeline
 from pipeline.config import PipelineConfig
 from pipeline.core.errors import AudioError, InputError
+from pipeline.core.ffmpeg import SPEECH_SAMPLE_RATE_HZ
 from pipeline.core.media import load_speech
 from pipeline.core.types import AudioClip
 from pipeline.dialogue import DialoguePlan, join_turns
 from pipeline.inputs import RenderInputs
+from tts.config import TTSConfig
 
 VAD_FRAME_S = 0.010  # seconds of audio per voice-activity decision
 VAD_RANGE_DB = 35.0  # voiced: within this many dB of the 99th-percentile frame level
@@ -148,16 +150,36 @@ def dialogue_audio(
         return speech_audio(config, inputs), list(plan.segments)
     import tts
 
-    clips, rate = [], 16000
+    clips, rate = [], SPEECH_SAMPLE_RATE_HZ
     for speaker, text in plan.turns:
-        voice = plan.voices.get(speaker)
-        field = "speaker" if config.tts.engine == "coqui" else "voice"
-        cfg = dataclasses.replace(config.tts, **{field: voice}) if voice else config.tts
+        cfg = speaker_tts_config(config.tts, speaker, plan.voices.get(speaker))
         clip = tts.synthesize(text, cfg, device="cpu" if config.tts.engine == "coqui" else None)
         clips.append((speaker, text, clip.samples))
         rate = clip.sample_rate_hz
     samples, segments = join_turns(clips, rate)
     return AudioClip(samples, rate), segments
+
+
+VOICE_SAMPLE_PREFIX = "sample:"  # --speaker-voice A=sample:FILE: clone the voice of a recording (Coqui XTTS)
+
+
+def speaker_tts_config(base: TTSConfig, speaker: str, voice: str | None) -> TTSConfig:
+    """The TTS settings of one speaker: ``voice`` is an espeak voice, a Coqui speaker name, or
+    ``sample:FILE``, a recording whose voice Coqui XTTS clones (one-line error with espeak or a missing
+    file)."""
+    if not voice:
+        return base
+    if not voice.startswith(VOICE_SAMPLE_PREFIX):
+        return dataclasses.replace(base, **{"speaker" if base.engine == "coqui" else "voice": voice})
+    sample = Path(voice.removeprefix(VOICE_SAMPLE_PREFIX))
+    if base.engine != "coqui":
+        raise InputError(
+            f"--speaker-voice {speaker}={voice}: cloning a voice from a recording needs --tts coqui "
+            "(with an XTTS model); espeak takes a voice name such as en-gb+f3"
+        )
+    if not sample.is_file():
+        raise InputError(f"--speaker-voice {speaker}={voice}: no such recording {sample}")
+    return dataclasses.replace(base, voice_sample=str(sample))
 
 
 def save_wav(audio: AudioClip, path: Path) -> Path:

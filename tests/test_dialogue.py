@@ -107,3 +107,22 @@ def test_face_specs():
 def test_frame_speakers_follow_the_segments():
     speakers = frame_speakers([Segment("A", 0.0, 0.2), Segment("B", 0.3, 0.4)], 10, 5)
     assert speakers == ["A", "A", None, "B", None]
+
+
+def test_each_speaker_gets_its_voice_coqui_speaker_or_cloning_sample(tmp_path: Path):
+    from pipeline.core.errors import InputError
+    from pipeline.speech import speaker_tts_config
+    from tts.config import TTSConfig
+
+    espeak, coqui = TTSConfig(engine="espeak"), TTSConfig(engine="coqui")
+    assert speaker_tts_config(espeak, "A", "en-gb+f3").voice == "en-gb+f3"
+    assert speaker_tts_config(espeak, "A", None) is espeak
+    assert speaker_tts_config(coqui, "B", "Ana Florence").speaker == "Ana Florence"
+    sample = tmp_path / "alice.wav"
+    sample.write_bytes(b"RIFF")
+    cloned = speaker_tts_config(coqui, "A", f"sample:{sample}")
+    assert cloned.voice_sample == str(sample) and cloned.speaker == coqui.speaker
+    with pytest.raises(InputError, match=r"--speaker-voice A=sample:.* needs --tts coqui"):
+        speaker_tts_config(espeak, "A", f"sample:{sample}")
+    with pytest.raises(InputError, match=r"no such recording .*missing\.wav"):
+        speaker_tts_config(coqui, "A", f"sample:{tmp_path / 'missing.wav'}")
