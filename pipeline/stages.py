@@ -81,7 +81,9 @@ class StageChain:
         if self.detector is not None:
             found["detection"] = self.detector.precision
         if self.restorer_stage is not None:
-            found["restoration"] = self.restorer_stage.restorer.precision
+            restorer = self.restorer_stage.restorer
+            backend = " (OpenVINO)" if getattr(restorer, "backend", "torch") == "openvino" else ""
+            found["restoration"] = restorer.precision + backend
             if self.restorer_stage.bg_upsampler is not None:
                 found["background upscaling"] = self.restorer_stage.bg_upsampler.precision
         return found

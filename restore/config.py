@@ -16,3 +16,4 @@ class RestoreConfig:
     bg_upsampler: Literal["realesrgan"] | None = None
     parsing: bool = True  # use parsing_parsenet.pth for the blend mask when present
     landmark_smooth_window: int = 5
+    backend: Literal["auto", "torch", "openvino"] = "auto"  # auto: GFPGAN on the CPU runs on OpenVINO

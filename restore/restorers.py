@@ -33,6 +33,7 @@ from pipeline.core.devices import (
 from pipeline.core.errors import ConfigError, WrongModelError
 from pipeline.core.finite import NonFiniteFrames
 from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_device, output_to_faces
+from restore.openvino_backend import BACKENDS, compile_for_cpu, openvino_available, use_openvino
 
 # spandrel architecture id -> our name for the restorer
 RESTORER_KINDS = {"GFPGAN": "gfpgan", "CodeFormer": "codeformer", "RestoreFormer": "restoreformer"}
@@ -54,16 +55,20 @@ OTHER_MODEL_SIGNATURES = (
 
 
 def load_restorer(
-    path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"
+    path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32", backend: str = "torch"
 ) -> FaceRestorer:
     """Load a GFPGAN / CodeFormer / RestoreFormer checkpoint onto ``device``.
 
     ``precision``: "auto" / "fp32" / "bf16" / "fp16", resolved against spandrel's ``supports_half`` /
     ``supports_bfloat16`` flags (GFPGAN, CodeFormer and RestoreFormer: no float16, which gives black
     blotches and CodeFormer flicker) by :func:`~pipeline.core.devices.resolve_precision`.
+    ``backend``: "torch", "openvino" or "auto" (:func:`restore.openvino_backend.use_openvino`: GFPGAN on
+    the CPU runs on OpenVINO in float32 when it is installed).
     Raises ``MissingWeightsError`` / ``WeightsError`` for unreadable files and ``WrongModelError`` for
     files that hold another model.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"restore.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     path = Path(path)
     state = load_state_dict(path, "face restorer")
     descriptor = describe_state_dict(state, path)
@@ -76,6 +81,11 @@ def load_restorer(
     model, device = place_model(descriptor.model, device)
     if kind in CHANNELS_LAST_KINDS:
         to_channels_last(model)
+    if use_openvino(backend, kind, device, precision):
+        if not openvino_available():
+            raise ConfigError("restore.backend openvino needs the openvino package (see requirements.txt)")
+        forward = compile_for_cpu(model, _FORWARDS[kind], kind, path)
+        return FaceRestorer(model, kind, device, "fp32", forward=forward)
     chosen = resolve_precision(precision, device, descriptor.supports_half, descriptor.supports_bfloat16)
     return FaceRestorer(model, kind, device, chosen)
 
@@ -117,6 +127,7 @@ class FaceRestorer:
         device: torch.device,
         precision: str = "fp32",
         face_size: int = RESTORE_FACE_SIZE,
+        forward: Callable[[torch.nn.Module, torch.Tensor, float], torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.kind = kind  # "gfpgan" | "codeformer" | "restoreformer"
@@ -126,7 +137,8 @@ class FaceRestorer:
         self._style_noise = StyleNoise(model) if has_decoder else None
         self.precision = precision  # "fp32" | "bf16" | "fp16", already resolved for this network
         self.face_size = face_size  # pixels, side of the aligned crops the network takes (512 when loaded)
-        self._forward = _FORWARDS[kind]
+        self._forward = forward or _FORWARDS[kind]  # another back-end's forward (OpenVINO), else torch's
+        self.backend = "torch" if forward is None else "openvino"
         self.memory_format = torch.channels_last if kind in CHANNELS_LAST_KINDS else torch.contiguous_format
         self.nonfinite = NonFiniteFrames("face restoration")
 
@@ -143,7 +155,10 @@ class FaceRestorer:
             self._style_noise.cast(PRECISION_DTYPES.get(value, torch.float32))
 
     def __repr__(self) -> str:
-        return f"FaceRestorer(kind={self.kind!r}, device={self.device}, precision={self.precision!r})"
+        return (
+            f"FaceRestorer(kind={self.kind!r}, device={self.device}, precision={self.precision!r}, "
+            f"backend={self.backend!r})"
+        )
 
     def restore_aligned(
         self, faces: np.ndarray, fidelity: float = 0.5, frame_numbers: np.ndarray | None = None

@@ -214,7 +214,7 @@ def build_stage(
     """
     if cfg.restorer == "none":
         raise ConfigError("restore.restorer is none: there is no restoration stage to build")
-    restorer = load(load_restorer, restorer_path, device, precision)
+    restorer = load(load_restorer, restorer_path, device, precision, cfg.backend)
     if restorer.kind != cfg.restorer:
         raise WrongModelError(
             f"restore.restorer is {cfg.restorer} but {restorer_path} holds a {restorer.kind} model; "
