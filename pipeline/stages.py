@@ -109,7 +109,7 @@ def load_stages(
     precision = resolve_precision(config.precision, device)  # a bf16 CPU keeps the weights in bf16
     generator = load(wav2lip.load_generator_for_inference, weights.wav2lip, device, precision)
     # A render's decoded frames belong to it alone: the mouths are pasted into them, not into a copy.
-    lipsyncer = LipSyncer(generator, config.wav2lip, device, config.precision, in_place=True)
+    lipsyncer = LipSyncer(generator, config.wav2lip, device, precision, in_place=True)
     detector = None
     if weights.detector is not None:
         from pipeline.faces.detector import load_detector
