@@ -10,8 +10,10 @@ checkpoint in the official layout loaded through the project's own loader; the i
 crops from ``examples/face.mp4`` and a voiced synthetic signal's mel windows.
 
 Back-ends, all pinned to ``--threads`` threads:
-``torch_fp32``; ``torch_bf16`` (bfloat16 autocast, what ``--precision auto`` picks on a CPU with native
-bf16); ``ort`` (ONNX Runtime CPU provider on a float32 ONNX export); ``ov_fp32`` / ``ov_bf16``
+``torch_fp32``; ``torch_bf16`` (bfloat16 autocast); ``torch_project`` (what ``--precision auto`` runs:
+for the generator its inference form, fused blocks with pre-packed oneDNN weights, bf16 weights on a
+CPU with native bf16); ``torch_unpacked`` (the same without the pre-packed weights); ``ort`` (ONNX
+Runtime CPU provider on a float32 ONNX export); ``ov_fp32`` / ``ov_bf16``
 (OpenVINO on the same ONNX file, ``INFERENCE_PRECISION_HINT`` f32 / bf16; OpenVINO's own default on a
 CPU with native bf16 is bf16, printed as ``ov default``). A back-end whose package is missing or whose
 export fails is skipped with the reason printed.
@@ -44,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 NETWORKS = ("wav2lip", "gfpgan", "codeformer")
-BACKENDS = ("torch_fp32", "torch_bf16", "torch_project", "ort", "ov_fp32", "ov_bf16")
+BACKENDS = ("torch_fp32", "torch_bf16", "torch_project", "torch_unpacked", "ort", "ov_fp32", "ov_bf16")
 BACKEND_PACKAGES = {"ort": "onnxruntime", "ov_fp32": "openvino", "ov_bf16": "openvino"}
 OV_PRECISIONS = {"ov_fp32": "f32", "ov_bf16": "bf16"}
 LAYOUTS = {  # network -> (layout in /work/shared/checkpoint_layouts, official file name)
@@ -241,15 +243,16 @@ def torch_runner(network: Network, precision: str) -> Callable:
     return run
 
 
-def project_runner(network: Network, args: argparse.Namespace) -> Callable:
+def project_runner(network: Network, args: argparse.Namespace, prepack: bool = True) -> Callable:
     """What the pipeline runs with ``--precision auto``: for the generator its inference form
-    (:func:`wav2lip.loading.load_generator_for_inference`: fused blocks, bf16 weights on a bf16 CPU);
+    (:func:`wav2lip.loading.load_generator_for_inference`: fused blocks, bf16 weights on a bf16 CPU,
+    weights pre-packed for oneDNN unless ``prepack`` is False, the form before that step);
     the restorers run as ``torch_<auto precision>``."""
     import torch
 
     from pipeline.core.devices import resolve_precision, to_channels_last
     from wav2lip.loading import load_generator_for_inference
-    from wav2lip.models.fusion import weight_dtype
+    from wav2lip.models.fusion import FusedConvReLU, weight_dtype
 
     precision = resolve_precision("auto", "cpu")
     if network.name != "wav2lip":
@@ -258,6 +261,9 @@ def project_runner(network: Network, args: argparse.Namespace) -> Callable:
         load_generator_for_inference(checkpoint("wav2lip", args.workdir), "cpu", precision)
     )
     dtype = weight_dtype(model)
+    for block in model.modules():
+        if isinstance(block, FusedConvReLU):
+            block.prepack = prepack
 
     def run(inputs: tuple[np.ndarray, ...]) -> np.ndarray:
         faces, mels = (torch.from_numpy(x).to(dtype) for x in inputs)
@@ -364,8 +370,8 @@ def build_runners(network: Network, args: argparse.Namespace) -> dict[str, Calla
             print(f"  skip {backend}: {reason}", flush=True)
             continue
         try:
-            if backend == "torch_project":
-                runners[backend] = project_runner(network, args)
+            if backend in ("torch_project", "torch_unpacked"):
+                runners[backend] = project_runner(network, args, prepack=backend == "torch_project")
                 continue
             if backend.startswith("torch_"):
                 runners[backend] = torch_runner(network, backend.removeprefix("torch_"))

@@ -55,8 +55,10 @@ def test_dry_run_times_torch_and_skips_the_other_backends_with_a_reason(bench, t
         ("wav2lip", 2, "torch_fp32"),
         ("wav2lip", 2, "torch_bf16"),
         ("wav2lip", 2, "torch_project"),
+        ("wav2lip", 2, "torch_unpacked"),
     ]
     assert rows[0]["mean_grey"] == 0 and rows[0]["speedup_vs_torch_fp32"] == 1.0
     assert rows[1]["mean_grey"] < 1.0  # bf16 within a grey level of fp32 on real face crops
     assert rows[2]["mean_grey"] < 1.0  # the pipeline's inference form (fused; bf16 weights on a bf16 CPU)
+    assert abs(rows[3]["mean_grey"] - rows[2]["mean_grey"]) < 0.1  # the same without pre-packed weights
     assert all(r["ms_per_item"] > 0 for r in rows)

@@ -321,6 +321,34 @@ def test_inference_form_folds_every_batch_norm_and_computes_the_same(seeded_mode
     assert fold_batch_norms(folded) is folded and folded.state_dict().keys() == state.keys()  # idempotent
 
 
+def test_prepacked_onednn_weights_compute_the_same_and_follow_weight_changes(seeded_models, tmp_path):
+    from wav2lip import load_generator_for_inference
+    from wav2lip.models.fusion import FusedConvReLU
+
+    path = tmp_path / "wav2lip.pth"
+    torch.save({"state_dict": seeded_models["wav2lip_generator"].state_dict()}, path)
+    model = load_generator_for_inference(path)
+    blocks = [m for m in model.modules() if isinstance(m, FusedConvReLU)]
+    keys = model.state_dict().keys()
+
+    def forward(prepack: bool, batch: int) -> torch.Tensor:
+        for block in blocks:
+            block.prepack = prepack
+        with torch.inference_mode():
+            return model(*_sample_inputs("wav2lip_generator", batch=batch))
+
+    packed = forward(True, batch=4)
+    assert all(block._packed is not None and block._packed[1].is_mkldnn for block in blocks)
+    assert model.state_dict().keys() == keys  # the packed copies are not state
+    torch.testing.assert_close(packed, forward(False, batch=4), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(forward(True, batch=3), forward(False, batch=3), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # a changed weight is packed again, not served stale
+        blocks[0].conv.weight.mul_(-1.0)
+    changed = forward(True, batch=4)
+    assert (changed - packed).abs().max() > 1e-3
+    torch.testing.assert_close(changed, forward(False, batch=4), atol=1e-5, rtol=1e-4)
+
+
 def test_bfloat16_inference_form_is_within_a_grey_level_of_float32(seeded_models, tmp_path):
     from wav2lip import load_generator_for_inference
 
