@@ -55,13 +55,16 @@ def _upload_and_render(driver, url: str, video: Path, text: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
+    # Gradio mounts the page's components one after another: on a loaded machine the button can still be
+    # missing when the upload field is there, so each element is waited for, never assumed.
     wait = WebDriverWait(driver, 60)
-    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#face-video input[type=file]")))
-    driver.find_element(By.CSS_SELECTOR, "#face-video input[type=file]").send_keys(str(video))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#face-video input[type=file]"))).send_keys(
+        str(video)
+    )
     uploaded = driver.find_element(By.ID, "face-video")
     wait.until(lambda _: video.stem in uploaded.text and video.suffix in uploaded.text)  # "face\n.mp4"
-    driver.find_element(By.CSS_SELECTOR, "#script textarea").send_keys(text)
-    driver.find_element(By.ID, "render").click()
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#script textarea"))).send_keys(text)
+    wait.until(ec.element_to_be_clickable((By.ID, "render"))).click()
 
 
 def _status_when_done(driver) -> str:
