@@ -6,6 +6,7 @@ Each job: ``examples/face.mp4`` speaking a 2 s tone-free synthetic speech clip, 
 that load from other users of a shared machine hits both alike; the ratio of each round is printed.
 
     python benchmarks/bench_batch.py --jobs 10 --rounds 2
+    python benchmarks/bench_batch.py --workers 0,1   # also the batch with one job at a time (0 = auto)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", default="0", help="--batch-workers values to time, comma-separated")
     args = parser.parse_args()
     from tests.weights_fixtures import write_official_checkpoint
 
@@ -64,16 +66,20 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
     )
     for round_index in range(args.rounds):
-        batch_s = _timed(
-            [*python, "--batch", str(jobs), "-o", str(work / f"batch{round_index}"), *_flags(checkpoint)]
-        )
+        batch_s = {
+            workers: _timed([*python, "--batch", str(jobs), "-o", str(work / f"batch{round_index}w{workers}"),
+                             "--batch-workers", workers, *_flags(checkpoint)])
+            for workers in args.workers.split(",")
+        }  # fmt: skip
         single_s = sum(
             _timed([*python, "--video", str(video), "--audio", str(speech),
                     "-o", str(work / f"single{round_index}" / f"job{i}.mp4"), *_flags(checkpoint)])
             for i in range(args.jobs)
         )  # fmt: skip
-        print(f"round {round_index + 1}: batch {batch_s:.1f} s, {args.jobs} CLI runs {single_s:.1f} s, "
-              f"ratio {single_s / batch_s:.2f}x", flush=True)  # fmt: skip
+        ways = ", ".join(
+            f"batch (--batch-workers {w}) {t:.1f} s, ratio {single_s / t:.2f}x" for w, t in batch_s.items()
+        )
+        print(f"round {round_index + 1}: {args.jobs} CLI runs {single_s:.1f} s; {ways}", flush=True)
 
 
 if __name__ == "__main__":

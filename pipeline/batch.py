@@ -10,6 +10,10 @@ each ``name.mp4`` (or another video, or a ``.jpg``/``.png`` photo) with its ``na
 The models load once for all jobs (:class:`~pipeline.model_cache.ModelCache`); a failed job is
 reported and the rest go on; a job whose output already exists is skipped unless ``--overwrite``; a
 summary table ends the run. The exit code is 0 only when every job succeeded or was skipped.
+
+On the CPU two jobs render at once (``--batch-workers``), each with its share of the cores: one job's
+networks then run while the other's ffmpeg encoder flushes and its speech is made, and a network on one
+core wastes less of it than on two (``benchmarks/RESULTS.md``). On a GPU the jobs run one after another.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +33,17 @@ import yaml
 
 from pipeline.config import build_config
 from pipeline.core.config_io import deep_merge, drop_none
-from pipeline.core.errors import EXIT_FAILURE, EXIT_OK, InputError, LipSyncError
+from pipeline.core.errors import EXIT_FAILURE, EXIT_OK, InputError, Interrupted, LipSyncError
 from pipeline.model_cache import ModelCache
 
 FACE_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".jpg", ".jpeg", ".png")
 SPEECH_SUFFIXES = {".txt": "text", ".wav": "audio"}
 INPUT_COLUMNS = ("video", "text", "audio", "voice_sample")  # paths relative to the jobs file
 SPEECH_KEYS = ("text", "text_string", "audio")
-NOT_A_COLUMN = {"batch", "batch_dir", "overwrite", "config", "print_config", "check", "help", "debug"}
+NOT_A_COLUMN = {
+    "batch", "batch_dir", "batch_workers", "overwrite", "config", "print_config", "check", "help", "debug"
+}  # fmt: skip
+CPU_WORKERS = 2  # jobs in flight on the CPU (more gave nothing on 2 cores: the cores are then all busy)
 TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "y", "on"}, {"", "0", "false", "no", "n", "off"}
 DEFAULT_OUTPUT_DIR = Path("results")
 
@@ -59,9 +68,18 @@ class JobResult:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A job ready to render: its config and output."""
+
+    config: Any  # pipeline.config.PipelineConfig
+    output: Path
+
+
 @dataclass
 class BatchRunner:
-    """Runs jobs one after another with one model cache; ``parser`` reads each row's options."""
+    """Runs jobs with one model cache, ``workers`` at a time (each with ``threads`` CPU compute threads,
+    0 = torch's default); ``parser`` reads each row's options."""
 
     parser: argparse.ArgumentParser
     to_overrides: ToOverrides
@@ -70,40 +88,98 @@ class BatchRunner:
     output_dir: Path
     overwrite: bool = False
     models: ModelCache = field(default_factory=ModelCache)
+    workers: int = 1
+    threads: int = 0
 
     def run(self, jobs: Sequence[Job], quiet: bool = False) -> list[JobResult]:
-        results: list[JobResult] = []
+        """Each job's result, in the jobs' order. Jobs are checked one by one in this thread, in order,
+        as a worker comes free; Ctrl-C cancels the renders in flight (no partial output) and re-raises."""
+        results: dict[int, JobResult] = {}
         claimed: dict[Path, str] = {}  # output -> the job that writes it
+        cancel = threading.Event()
+        in_flight: dict[Future, int] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="batch-job")
         try:
-            for index, job in enumerate(jobs, 1):
+            for index, job in enumerate(jobs):
+                while len(in_flight) >= max(1, self.workers):
+                    self._collect(in_flight, jobs, results, quiet)
                 if not quiet:
-                    print(f"job {index}/{len(jobs)}: {job.name}", file=sys.stderr)
-                results.append(self._run_one(job, claimed))
-                if results[-1].status == "failed":
-                    print(f"error: {job.name}: {results[-1].message}", file=sys.stderr)
-        finally:  # also after Ctrl-C: show what was done
+                    print(f"job {index + 1}/{len(jobs)}: {job.name}", file=sys.stderr)
+                planned = self._plan(job, claimed)
+                if isinstance(planned, JobResult):
+                    self._record(index, planned, results)
+                else:
+                    in_flight[pool.submit(self._render, job, planned, cancel)] = index
+            while in_flight:
+                self._collect(in_flight, jobs, results, quiet)
+        except BaseException:  # Ctrl-C, SIGTERM: stop the renders in flight, keep what finished
+            cancel.set()
+            wait(in_flight)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             if not quiet:
-                print(format_table(results))
-        return results
+                print(format_table([results[i] for i in sorted(results)]))
+        return [results[i] for i in sorted(results)]
 
-    def _run_one(self, job: Job, claimed: dict[Path, str]) -> JobResult:
+    def _plan(self, job: Job, claimed: dict[Path, str]) -> _Planned | JobResult:
         start, output = time.perf_counter(), None
         try:
             overrides = self.job_overrides(job)
+            if self.workers > 1:  # two progress bars at once would garble each other
+                overrides["quiet"] = True
             output = Path(overrides["output"]["path"])
             if output.resolve() in claimed:
                 raise InputError(f"output {output} is also the output of {claimed[output.resolve()]}")
             claimed[output.resolve()] = job.name
             if output.exists() and not self.overwrite:
                 return JobResult(job.name, "skipped", EXIT_OK, 0.0, output, "output exists (--overwrite)")
-            import pipeline
-
-            pipeline.run(build_config(overrides, self.config_path), models=self.models)
-            return JobResult(job.name, "done", EXIT_OK, time.perf_counter() - start, output)
+            return _Planned(build_config(overrides, self.config_path), output)
         except LipSyncError as exc:
             return _failed(job, exc.exit_code, str(exc), start, output)
         except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others
             return _failed(job, EXIT_FAILURE, f"{type(exc).__name__}: {exc}", start, output)
+
+    def _render(self, job: Job, planned: _Planned, cancel: threading.Event) -> JobResult:
+        """One job in a worker thread; ``cancel`` set stops it at its next progress report."""
+        start = time.perf_counter()
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if cancel.is_set():
+                raise Interrupted("cancelled; no output was written")
+
+        try:
+            if self.threads:
+                from pipeline.core.devices import use_cpu_threads
+
+                use_cpu_threads(self.threads)
+            import pipeline
+
+            pipeline.run(planned.config, models=self.models, progress=progress)
+            return JobResult(job.name, "done", EXIT_OK, time.perf_counter() - start, planned.output)
+        except LipSyncError as exc:
+            return _failed(job, exc.exit_code, str(exc), start, planned.output)
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others
+            return _failed(job, EXIT_FAILURE, f"{type(exc).__name__}: {exc}", start, planned.output)
+
+    def _collect(
+        self, in_flight: dict[Future, int], jobs: Sequence[Job], results: dict[int, JobResult], quiet: bool
+    ) -> None:
+        """Wait for at least one render in flight to end and record it."""
+        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=in_flight.__getitem__):
+            index = in_flight.pop(future)
+            result = future.result()
+            self._record(index, result, results)
+            if not quiet and self.workers > 1 and result.status == "done":
+                line = f"job {index + 1}/{len(jobs)}: {result.job} done, {result.seconds:.1f} s"
+                print(line, file=sys.stderr)
+
+    @staticmethod
+    def _record(index: int, result: JobResult, results: dict[int, JobResult]) -> None:
+        results[index] = result
+        if result.status == "failed":
+            print(f"error: {result.job}: {result.message}", file=sys.stderr)
 
     def job_overrides(self, job: Job) -> dict[str, Any]:
         """The command line's overrides with the row's on top, its output path filled in."""
@@ -237,6 +313,43 @@ def run_batch_command(
     if output_dir.suffix.lower() in (".mp4", ".mov", ".mkv"):
         raise InputError(f"with --batch, -o/--output names the output folder, not a file ({output_dir})")
     jobs = read_jobs_file(Path(args.batch)) if args.batch else jobs_from_folder(Path(args.batch_dir))
+    config = build_config(base, args.config)  # the command line's settings: its device decides the workers
+    workers, threads = batch_workers(getattr(args, "batch_workers", None), config.device, len(jobs))
     runner = BatchRunner(parser, to_overrides, base, args.config, output_dir, bool(args.overwrite))
+    runner.workers, runner.threads = workers, threads
     results = runner.run(jobs, quiet=bool(args.quiet))
     return EXIT_OK if all(r.status != "failed" for r in results) else EXIT_FAILURE
+
+
+def batch_workers(requested: int | None, device: str, n_jobs: int) -> tuple[int, int]:
+    """``(jobs rendered at once, CPU compute threads of each)``. ``requested`` None or 0: on the CPU
+    ``CPU_WORKERS`` (where the cores allow), on a GPU 1. Threads: the cores shared out among the workers
+    (0 = leave torch's default, for a single worker)."""
+    if requested is not None and requested < 0:
+        raise InputError(f"--batch-workers must be 0 (auto) or more, not {requested}")
+    from pipeline.core.device_names import check_device_name
+
+    cores = _cpu_cores()
+    if requested:
+        workers = requested
+    elif check_device_name(device) == "cpu" or (device == "auto" and not _torch_sees_a_gpu()):
+        workers = min(CPU_WORKERS, cores)
+    else:
+        workers = 1
+    workers = max(1, min(workers, n_jobs))
+    return workers, (max(1, cores // workers) if workers > 1 else 0)
+
+
+def _cpu_cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _torch_sees_a_gpu() -> bool:
+    import torch  # the first job imports it anyway
+
+    return torch.cuda.is_available()

@@ -213,6 +213,12 @@ def _add_run_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--batch", metavar="FILE", help="render every job (row) of a .csv or .yaml jobs file")
     group.add_argument("--batch-dir", metavar="DIR", help="render each name.mp4|jpg with its name.txt|wav")
     group.add_argument("--overwrite", action="store_true", help="with --batch: redo jobs whose output exists")
+    group.add_argument(
+        "--batch-workers",
+        type=int,
+        metavar="N",
+        help="with --batch: jobs rendered at once (default 2 on the CPU, each on half the cores; 1 on a GPU)",
+    )
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -270,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         return _report(exc, exc.exit_code, debug)
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        return _report(Interrupted(f"{what}; no output was written"), EXIT_INTERRUPTED, debug, exc)
+        batch = args.batch or args.batch_dir
+        left = "the jobs in flight wrote no output" if batch else "no output was written"
+        return _report(Interrupted(f"{what}; {left}"), EXIT_INTERRUPTED, debug, exc)
     except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into one line
         return _report(exc, EXIT_FAILURE, debug)
     finally:

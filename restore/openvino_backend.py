@@ -17,6 +17,7 @@ and the path on every other device.
 from __future__ import annotations
 
 import importlib.util
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -63,14 +64,19 @@ class _GFPGANGraph(torch.nn.Module):
 
 class OpenVINOForward:
     """A restorer forward ``(model, x, fidelity) -> output`` run by a compiled OpenVINO model, one face
-    at a time (the converted input is static: the CPU restores one face per pass anyway)."""
+    at a time (the converted input is static: the CPU restores one face per pass anyway). Each calling
+    thread (a batch's workers) has its own infer request: a compiled model's call shares one."""
 
     def __init__(self, compiled) -> None:
         self.compiled = compiled
+        self._requests = threading.local()
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
         faces = x.detach().float().contiguous().numpy()
-        outputs = [self.compiled([faces[i : i + 1]])[0] for i in range(len(faces))]
+        outputs = [request.infer([faces[i : i + 1]])[0] for i in range(len(faces))]  # copied out
         return torch.from_numpy(np.concatenate(outputs))
 
 

@@ -198,3 +198,125 @@ def test_a_batch_job_in_a_warm_process_renders_the_frames_a_cli_run_does(wav2lip
     assert len(from_cli) == 20
     assert np.array_equal(read_all_frames(out / "second.mp4"), from_cli)
     assert np.array_equal(read_all_frames(out / "first.mp4"), from_cli)
+
+
+def test_the_cpu_renders_two_jobs_at_once_each_on_its_share_of_the_cores(monkeypatch):
+    from pipeline import batch
+
+    monkeypatch.setattr(batch, "_cpu_cores", lambda: 8)
+    assert batch.batch_workers(None, "cpu", 10) == (2, 4)
+    assert batch.batch_workers(0, "cpu", 1) == (1, 0)  # one job: one worker, torch's own thread count
+    assert batch.batch_workers(3, "cpu", 10) == (3, 2)
+    assert batch.batch_workers(None, "cuda:1", 10) == (1, 0)
+    monkeypatch.setattr(batch, "_torch_sees_a_gpu", lambda: True)
+    assert batch.batch_workers(None, "auto", 10) == (1, 0)
+    monkeypatch.setattr(batch, "_torch_sees_a_gpu", lambda: False)
+    assert batch.batch_workers(None, "auto", 10) == (2, 4)
+    monkeypatch.setattr(batch, "_cpu_cores", lambda: 1)
+    assert batch.batch_workers(None, "cpu", 10) == (1, 0)
+    with pytest.raises(InputError, match="--batch-workers must be 0"):
+        batch.batch_workers(-1, "cpu", 10)
+
+
+def _jobs(tmp_path: Path, n: int) -> list[Job]:
+    return [
+        Job(f"row {i}", {"video": "v.mp4", "audio": "a.wav", "output": f"{i}.mp4"}, tmp_path)
+        for i in range(n)
+    ]
+
+
+def test_two_workers_overlap_their_renders_and_keep_the_jobs_order(tmp_path, monkeypatch, capsys):
+    import threading
+
+    import torch
+
+    import pipeline
+
+    active, most, threads, lock = [0], [0], [], threading.Lock()
+    both_started = threading.Barrier(2, timeout=10)  # fails unless two renders run at the same time
+
+    def fake_run(config, models, progress):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        threads.append(torch.get_num_threads())
+        if config.output.path.endswith(("0.mp4", "1.mp4")):
+            both_started.wait()
+        time.sleep(0.05 if config.output.path.endswith("0.mp4") else 0.0)  # row 0 finishes last
+        Path(config.output.path).write_bytes(b"video")
+        with lock:
+            active[0] -= 1
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    runner = _runner(tmp_path, "--device", "cpu")
+    runner.workers, runner.threads = 2, 1
+    (tmp_path / "out").mkdir()
+    results = runner.run(_jobs(tmp_path, 4))
+    assert [r.job for r in results] == ["row 0", "row 1", "row 2", "row 3"]
+    assert [r.status for r in results] == ["done"] * 4 and most[0] == 2 and threads == [1] * 4
+    err = capsys.readouterr().err
+    assert "job 1/4: row 0 done," in err and err.index("job 2/4: row 1 done") < err.index(
+        "job 1/4: row 0 done"
+    )
+
+
+def test_ctrl_c_cancels_the_renders_in_flight_and_shows_what_finished(tmp_path, monkeypatch, capsys):
+    import signal
+    import threading
+
+    import pipeline
+    from pipeline.core.errors import Interrupted
+
+    cancelled = []
+    rendering = threading.Barrier(2, timeout=10)
+
+    def fake_run(config, models, progress):
+        if config.output.path.endswith("0.mp4"):
+            Path(config.output.path).write_bytes(b"video")
+            return
+        rendering.wait()  # rows 1 and 2 are both rendering when Ctrl-C comes
+        if config.output.path.endswith("1.mp4"):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+        try:
+            for _ in range(1000):  # a render that is never cancelled ends after 10 s: the test fails
+                progress("render", 0, 10)
+                time.sleep(0.01)
+        except Interrupted:
+            cancelled.append(config.output.path)
+            raise
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    runner = _runner(tmp_path, "--device", "cpu")
+    runner.workers = 2
+    (tmp_path / "out").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(_jobs(tmp_path, 4))
+    assert sorted(Path(p).name for p in cancelled) == ["1.mp4", "2.mp4"]
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in table[1:-1]] == [["row", "0", "done"]] and table[-1].startswith(
+        "1 done"
+    )
+
+
+def test_ctrl_c_on_a_real_batch_exits_130_and_leaves_only_finished_outputs(wav2lip_checkpoint, tmp_path):
+    import signal
+
+    make_video(tmp_path / "a.mp4", seconds=0.4)
+    make_tone(tmp_path / "short.wav", seconds=0.4)
+    make_tone(tmp_path / "long.wav", seconds=20.0)
+    rows = "".join(f"a.mp4,long.wav,{i}.mp4\n" for i in range(1, 4))
+    (tmp_path / "jobs.csv").write_text(f"video,audio,output\na.mp4,short.wav,0.mp4\n{rows}")
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "run_pipeline.py"), "--batch", str(tmp_path / "jobs.csv")]
+    process = subprocess.Popen([*command, *_flags(wav2lip_checkpoint, out)], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "0.mp4").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the long jobs are rendering
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "error: interrupted; the jobs in flight wrote no output"
+    assert sorted(p.name for p in out.iterdir()) == ["0.mp4"]  # no partial file of the jobs cut short
+    assert stdout.splitlines()[-1] == "1 done, 0 skipped, 0 failed"

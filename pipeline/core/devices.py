@@ -189,3 +189,9 @@ def configure_backends(device: torch.device | str) -> None:
     (the CPU has no cuDNN; a previous CUDA run in this process does not leak into it).
     """
     torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"
+
+
+def use_cpu_threads(count: int) -> None:
+    """``count`` compute threads for the CPU work of the calling thread's networks. Torch's OpenMP keeps
+    the count per thread, so each batch worker sets its share of the cores in its own thread."""
+    torch.set_num_threads(max(1, int(count)))
