@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -196,16 +196,7 @@ def restorer_network(name: str, args: argparse.Namespace) -> Network:
     from restore.convert import RESTORE_FACE_SIZE, faces_to_tensor, tensor_to_faces
     from restore.restorers import forward_codeformer, forward_gfpgan, load_restorer
 
-    forward = {"gfpgan": forward_gfpgan, "codeformer": forward_codeformer}[name]
-
-    class Restorer(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, faces: torch.Tensor) -> torch.Tensor:
-            return forward(self.model, faces, CODEFORMER_FIDELITY)
-
+    whole_network = {"gfpgan": forward_gfpgan, "codeformer": forward_codeformer}[name]
     restorer = load_restorer(checkpoint(name, args.workdir), "cpu", "fp32")
     top, bottom, left, right = FACE_BOX
     count = max(args.restorer_batches)
@@ -219,10 +210,32 @@ def restorer_network(name: str, args: argparse.Namespace) -> Network:
     inputs = (faces_to_tensor(faces).numpy(),)
     channels_last = restorer.memory_format == torch.channels_last
     to_uint8 = lambda out: tensor_to_faces(torch.from_numpy(out))  # noqa: E731
+    module = restorer_module(restorer.model, whole_network)
     return Network(
-        name, Restorer(restorer.model), ("faces",), inputs, to_uint8, channels_last, args.restorer_batches,
+        name,
+        module,
+        ("faces",),
+        inputs,
+        to_uint8,
+        channels_last,
+        args.restorer_batches,
         args.restorer_repeats,
-    )  # fmt: skip
+    )
+
+
+def restorer_module(model, forward: Callable):  # torch imports late: the class is made on demand
+    """``forward(model, faces, CODEFORMER_FIDELITY)`` as a module of one input (what ONNX export takes)."""
+    import torch
+
+    class Restorer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, faces: torch.Tensor) -> torch.Tensor:
+            return forward(self.model, faces, CODEFORMER_FIDELITY)
+
+    return Restorer()
 
 
 # ---- back-ends -----------------------------------------------------------------------------------
@@ -247,7 +260,9 @@ def project_runner(network: Network, args: argparse.Namespace, prepack: bool = T
     """What the pipeline runs with ``--precision auto``: for the generator its inference form
     (:func:`wav2lip.loading.load_generator_for_inference`: fused blocks, bf16 weights on a bf16 CPU,
     weights pre-packed for oneDNN unless ``prepack`` is False, the form before that step);
-    the restorers run as ``torch_<auto precision>``."""
+    the restorers run as ``torch_<auto precision>`` with the pipeline's forward (CodeFormer: in stages,
+    its codes chosen in float32, :mod:`restore.codeformer`); ``torch_fp32`` / ``torch_bf16`` run the
+    whole network in one call."""
     import torch
 
     from pipeline.core.devices import resolve_precision, to_channels_last
@@ -256,7 +271,10 @@ def project_runner(network: Network, args: argparse.Namespace, prepack: bool = T
 
     precision = resolve_precision("auto", "cpu")
     if network.name != "wav2lip":
-        return torch_runner(network, precision)
+        from restore.restorers import torch_forward
+
+        pipeline_form = restorer_module(network.module.model, torch_forward(network.name))
+        return torch_runner(replace(network, module=pipeline_form), precision)
     model = to_channels_last(
         load_generator_for_inference(checkpoint("wav2lip", args.workdir), "cpu", precision)
     )

@@ -9,7 +9,9 @@ spandrel recognise the architecture from the parameter names and rebuild it, and
 Determinism: the official GFPGAN tool draws fresh StyleGAN noise on every call, so the same face never
 comes out the same twice, which flickers on video. Here GFPGAN always uses the noise maps stored in the
 checkpoint (``randomize_noise=False``): the output depends only on the input face, not on the random
-state, the batch size or the other faces in the batch. CodeFormer and RestoreFormer draw no noise.
+state, the batch size or the other faces in the batch. CodeFormer and RestoreFormer draw no noise;
+CodeFormer chooses its codebook entries in float32 whatever the precision (:mod:`restore.codeformer`),
+so reduced precision cannot flip them from one frame to the next.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pipeline.core.devices import (
 )
 from pipeline.core.errors import ConfigError, WrongModelError
 from pipeline.core.finite import NonFiniteFrames
+from restore.codeformer import forward_codeformer_staged
 from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_device, output_to_faces
 from restore.openvino_backend import BACKENDS, compile_for_cpu, openvino_available, use_openvino
 
@@ -227,7 +230,9 @@ def forward_gfpgan(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> 
 
 
 def forward_codeformer(model: torch.nn.Module, x: torch.Tensor, fidelity: float) -> torch.Tensor:
-    """CodeFormer with ``w = fidelity`` and AdaIN on the code features (spandrel always applies it)."""
+    """CodeFormer with ``w = fidelity`` and AdaIN on the code features (spandrel always applies it), the
+    whole network in one call (what :func:`restore.codeformer.forward_codeformer_staged` equals in
+    float32; under autocast this one also chooses its codes in the reduced precision)."""
     return model(x, weight=fidelity)[0]
 
 
@@ -236,8 +241,13 @@ def forward_restoreformer(model: torch.nn.Module, x: torch.Tensor, fidelity: flo
     return model(x)[0]
 
 
+def torch_forward(kind: str) -> Callable[[torch.nn.Module, torch.Tensor, float], torch.Tensor]:
+    """The torch forward the pipeline runs for a restorer of ``kind`` (``(model, faces, fidelity)``)."""
+    return _FORWARDS[kind]
+
+
 _FORWARDS: dict[str, Callable[[torch.nn.Module, torch.Tensor, float], torch.Tensor]] = {
     "gfpgan": forward_gfpgan,
-    "codeformer": forward_codeformer,
+    "codeformer": forward_codeformer_staged,  # codes always chosen in float32
     "restoreformer": forward_restoreformer,
 }

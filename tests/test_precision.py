@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pipeline.core.devices as devices
-from pipeline.core.devices import cpu_has_native_bf16, precision_autocast, resolve_precision
+from pipeline.core.devices import precision_autocast, resolve_precision
 from pipeline.core.errors import ConfigError
 from pipeline.faces.config import DetectConfig
 from pipeline.faces.detector import FaceDetector, downscale_frames, load_detector
@@ -137,20 +137,7 @@ def test_gfpgan_bf16_is_within_a_grey_level_of_fp32():
     assert _mean_levels(restorer.restore_aligned(faces), fp32) <= GREY_LEVEL_MEAN
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not cpu_has_native_bf16(),
-    reason="no native bf16 here: emulated bf16 CodeFormer at 512 px takes minutes; auto never picks it",
-)
-def test_codeformer_bf16_is_within_a_grey_level_of_fp32(tmp_path):
-    """The official 512-pixel layout (CodeFormer's size is fixed); one face, fidelity 0.5."""
-    path = tmp_path / "codeformer.pth"
-    torch.save({"params_ema": layout_state_dict("codeformer", seed=2)}, path)
-    restorer = load_restorer(path)
-    face = smooth_image(512, 512, seed=3)[None]
-    fp32 = restorer.restore_aligned(face)
-    restorer.precision = "bf16"
-    assert _mean_levels(restorer.restore_aligned(face), fp32) <= GREY_LEVEL_MEAN
+# CodeFormer: tests/test_codeformer_stages.py (a real face crop, where the code choice matters).
 
 
 def test_realesrgan_bf16_is_within_a_grey_level_of_fp32(tmp_path):
