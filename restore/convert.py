@@ -71,18 +71,26 @@ def tensor_to_faces(output: torch.Tensor) -> np.ndarray:
 
     Works on any device; the result is a CPU numpy array.
     """
+    return np.ascontiguousarray(tensor_to_pixels(output).cpu().numpy())
+
+
+def tensor_to_pixels(output: torch.Tensor) -> torch.Tensor:
+    """:func:`tensor_to_faces` without leaving the device: ``(N, H, W, 3) uint8`` BGR where ``output`` is."""
     unit = (output.float().clamp(-1.0, 1.0) + 1.0) / 2.0
     levels = torch.round(unit * 255.0).to(torch.uint8)
-    return np.ascontiguousarray(levels.permute(0, 2, 3, 1).flip(-1).cpu().numpy())
+    return levels.permute(0, 2, 3, 1).flip(-1)
 
 
-def output_to_faces(output: torch.Tensor, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`tensor_to_faces` of ``output``, where an item holding NaN or infinity (which ``clamp``
+def output_to_pixels(output: torch.Tensor, inputs: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`tensor_to_pixels` of ``output``, where an item holding NaN or infinity (which ``clamp``
     passes and the ``uint8`` cast makes black) is replaced by its input crop ``inputs[i]``.
 
-    Returns ``(faces (N, H, W, 3) uint8 BGR, replaced (N,) bool)``.
+    Returns ``(pixels (N, H, W, 3) uint8 BGR on output's device, replaced (N,) bool numpy)``.
     """
-    faces = tensor_to_faces(output)
+    pixels = tensor_to_pixels(output)
     replaced = nonfinite_items(output)
-    faces[replaced] = inputs[replaced]
-    return faces, replaced
+    if replaced.any():
+        pixels[torch.from_numpy(replaced).to(pixels.device)] = torch.from_numpy(inputs[replaced]).to(
+            pixels.device
+        )
+    return pixels, replaced

@@ -76,7 +76,11 @@ class FaceParser:
         if faces.shape[1] != self.size:
             size = (self.size, self.size)
             faces = np.stack([cv2.resize(face, size, interpolation=cv2.INTER_LINEAR) for face in faces])
-        inputs = faces_to_device(faces, self.device)
+        return self.parse_on_device(faces_to_device(faces, self.device)).cpu().numpy()
+
+    def parse_on_device(self, faces: torch.Tensor) -> torch.Tensor:
+        """:meth:`parse` of network inputs already on :attr:`device`: ``(N, 3, size, size)`` float32 as
+        :func:`restore.convert.pixels_to_tensor` makes them. Returns ``(N, size, size) int64`` there."""
         with torch.inference_mode():
-            parsing = self.model(inputs)[0]
-        return parsing.argmax(dim=1).cpu().numpy()
+            parsing = self.model(faces)[0]
+        return parsing.argmax(dim=1)

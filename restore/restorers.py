@@ -35,7 +35,7 @@ from pipeline.core.devices import (
 from pipeline.core.errors import ConfigError, WrongModelError
 from pipeline.core.finite import NonFiniteFrames
 from restore.codeformer import forward_codeformer_staged
-from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_device, output_to_faces
+from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_device, output_to_pixels
 from restore.openvino_backend import BACKENDS, compile_for_cpu, openvino_available, use_openvino
 
 # spandrel architecture id -> our name for the restorer
@@ -174,18 +174,25 @@ class FaceRestorer:
         A face the network returns NaN or infinity for keeps its input pixels; :attr:`nonfinite` warns
         once and lists ``frame_numbers`` (default: positions in ``faces``) of those faces.
         """
+        return self.restore_aligned_on_device(faces, fidelity, frame_numbers)[0]
+
+    def restore_aligned_on_device(
+        self, faces: np.ndarray, fidelity: float = 0.5, frame_numbers: np.ndarray | None = None
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """:meth:`restore_aligned`, and the same faces as a ``(N, 512, 512, 3) uint8`` BGR tensor on
+        :attr:`device` (what a parser on that device takes without a second upload)."""
         check_faces(faces, self.face_size)
         if not 0.0 <= fidelity <= 1.0:
             raise ConfigError(f"restore.fidelity must be in [0, 1], got {fidelity}")
         if len(faces) == 0:
-            return faces.copy()
+            return faces.copy(), torch.from_numpy(faces.copy()).to(self.device)
         inputs = faces_to_device(faces, self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), precision_autocast(self.device, self.precision):
             output = self._forward(self.model, inputs, fidelity)
-        restored, replaced = output_to_faces(output, faces)
+        pixels, replaced = output_to_pixels(output, faces)
         numbers = np.arange(len(faces)) if frame_numbers is None else np.asarray(frame_numbers)
         self.nonfinite.report(numbers[replaced])
-        return restored
+        return np.ascontiguousarray(pixels.cpu().numpy()), pixels
 
 
 class StyleNoise:

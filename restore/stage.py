@@ -34,6 +34,8 @@ from pipeline.core.types import FrameBatch, StageClock
 from restore.align import estimate_affine, inverse_affine, warp_face
 from restore.blend import parsing_face_mask, paste_restored_face_into
 from restore.config import RestoreConfig
+from restore.convert import pixels_to_tensor
+from restore.device_masks import mask_from_levels, parsing_masks_on_device
 from restore.parsing import FaceParser, load_parser
 from restore.restorers import FaceRestorer, load_restorer
 from restore.upsample import BackgroundUpsampler, load_bg_upsampler
@@ -58,6 +60,7 @@ class FaceRestoreStage:
         parser: FaceParser | None = None,
         bg_upsampler: BackgroundUpsampler | None = None,
         overlap: bool = True,
+        masks_on_device: bool | None = None,
     ) -> None:
         if cfg.upscale not in UPSCALE_FACTORS:
             raise ConfigError(f"restore.upscale must be one of 1, 2, 4, got {cfg.upscale}")
@@ -69,6 +72,10 @@ class FaceRestoreStage:
         self.bg_upsampler = bg_upsampler if cfg.upscale > 1 else None
         self.batches = AdaptiveBatch(restore_batch_size(cfg.batch_size, restorer.device), "face restoration")
         self.overlap = overlap  # paste in a worker thread while the networks run (False: in turn)
+        # Parsing masks made where the parser runs (restore.device_masks), one uint8 mask per face coming
+        # down; default on CUDA. On the CPU the paste worker makes them in float64 (the official recipe).
+        on_cuda = self.parser is not None and self.parser.device.type == "cuda"
+        self.masks_on_device = on_cuda if masks_on_device is None else masks_on_device
         self.paste_busy_seconds = 0.0  # mask + paste time of every batch so far (see process)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
@@ -93,8 +100,8 @@ class FaceRestoreStage:
         numbers = batch.start_index + np.asarray(indices, np.int64)
 
         def run(a: int, b: int) -> None:
-            faces, labels = self._restore_batch(crops[a:b], numbers[a:b])
-            pasting.submit(frames, indices[a:b], faces, labels, affines[a:b])
+            faces, masks = self._restore_batch(crops[a:b], numbers[a:b])
+            pasting.submit(frames, indices[a:b], faces, masks, affines[a:b])
 
         try:
             self.batches.map(len(crops), run)
@@ -106,11 +113,11 @@ class FaceRestoreStage:
             times.add("paste", time.perf_counter() - networks_done)
         return batch.with_frames(frames)
 
-    def _paste_faces(self, frames, indices, faces, labels, affines) -> None:
-        """Blend restored ``faces`` into ``frames[indices]`` (in place), masks from the parsing labels."""
-        size = self.restorer.face_size
-        for index, face, face_labels, affine in zip(indices, faces, labels, affines):
-            mask = None if face_labels is None else parsing_face_mask(face_labels, size)
+    def _paste_faces(self, frames, indices, faces, masks, affines) -> None:
+        """Blend restored ``faces`` into ``frames[indices]`` (in place) with the masks of
+        :meth:`_restore_batch`."""
+        for index, face, mask_source, affine in zip(indices, faces, masks, affines):
+            mask = self._blend_mask(mask_source)
             inverse = inverse_affine(affine, self.cfg.upscale)
             paste_restored_face_into(frames[index], face, inverse, self.cfg.upscale, mask)
 
@@ -134,11 +141,26 @@ class FaceRestoreStage:
         return indices, stacked, affines
 
     def _restore_batch(self, crops: np.ndarray, frame_numbers: np.ndarray) -> tuple[np.ndarray, list]:
-        """Restored faces and their parsing labels (``None`` each without a parser: square mask)."""
-        faces = self.restorer.restore_aligned(crops, self.cfg.fidelity, frame_numbers)
+        """Restored faces and, for each, what its blend mask comes from: ``None`` without a parser (the
+        square mask), its parsing labels ``(S, S) int64`` (masked by the paste worker), or with
+        :attr:`masks_on_device` its mask ``(S, S) uint8``, made where the parser ran."""
+        fidelity = self.cfg.fidelity
         if self.parser is None:
-            return faces, [None] * len(faces)
-        return faces, list(self.parser.parse(faces))
+            return self.restorer.restore_aligned(crops, fidelity, frame_numbers), [None] * len(crops)
+        if not (self.masks_on_device and self.parser.size == self.restorer.face_size):
+            faces = self.restorer.restore_aligned(crops, fidelity, frame_numbers)
+            return faces, list(self.parser.parse(faces))
+        faces, pixels = self.restorer.restore_aligned_on_device(crops, fidelity, frame_numbers)
+        labels = self.parser.parse_on_device(pixels_to_tensor(pixels.to(self.parser.device)))
+        return faces, list(parsing_masks_on_device(labels).cpu().numpy())
+
+    def _blend_mask(self, source: np.ndarray | None) -> np.ndarray | None:
+        """The float ``[0, 1]`` mask the paste takes, from what :meth:`_restore_batch` gave for a face."""
+        if source is None:
+            return None
+        if source.dtype == np.uint8:  # made on the device
+            return mask_from_levels(source)
+        return parsing_face_mask(source, self.restorer.face_size)
 
     def _upscale(self, frames: np.ndarray, first_frame: int) -> np.ndarray:
         factor = self.cfg.upscale
