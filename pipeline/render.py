@@ -339,9 +339,9 @@ def _render(
         ) as writer,
     ):
         encoder = BackgroundConsumer(writer.write)
+        stream = models.process_stream(times.timed("decode", batches), times)
         try:
-            for item in times.timed("decode", batches):
-                item = models.process(item, times)
+            for item in stream:
                 t0 = time.perf_counter()
                 encoder.put(item.frames)
                 times.add("encode", time.perf_counter() - t0)
@@ -357,6 +357,7 @@ def _render(
             writer.commit()
             times.add("encode", time.perf_counter() - t0)
         finally:
+            stream.close()  # the restorer's paste worker stops before the frames it writes into go
             encoder.cancel()
             batches.close()
 

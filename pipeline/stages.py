@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from pipeline.config import PipelineConfig
@@ -68,11 +69,24 @@ class StageChain:
 
     def process(self, batch: FrameBatch, times: StageClock) -> FrameBatch:
         """Lip-sync then restore one batch, adding the seconds of each stage to ``times``."""
+        batch = self._lipsync(batch, times)
+        if self.restorer_stage is not None:
+            batch = self.restorer_stage.process(batch, times)
+        return batch
+
+    def process_stream(self, batches: Iterable[FrameBatch], times: StageClock) -> Iterator[FrameBatch]:
+        """:meth:`process` over a stream, in order; the restorer fills its network batches across
+        stream batches (:meth:`restore.FaceRestoreStage.process_stream`)."""
+        synced = (self._lipsync(batch, times) for batch in batches)
+        if self.restorer_stage is None:
+            yield from synced
+        else:
+            yield from self.restorer_stage.process_stream(synced, times)
+
+    def _lipsync(self, batch: FrameBatch, times: StageClock) -> FrameBatch:
         start = time.perf_counter()
         batch = self.lipsyncer.process(batch)
         times.add("lip-sync", time.perf_counter() - start)
-        if self.restorer_stage is not None:
-            batch = self.restorer_stage.process(batch, times)
         return batch
 
     def precisions(self) -> dict[str, str]:

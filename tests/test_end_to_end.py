@@ -210,6 +210,28 @@ def _detect_config(tmp_path: Path, threshold: float) -> str:
     return str(path)
 
 
+@pytest.mark.slow
+def test_restoration_batches_filled_across_streaming_batches_match_one_face_at_a_time(weights, tmp_path):
+    """Streaming batches of 2 frames, restoration forwards of 3 faces (queued across them) against one
+    face per forward: the same video, frame for frame."""
+    clip = make_video(tmp_path / "face.mp4", seconds=0.4)
+    tone = make_tone(tmp_path / "tone.wav", seconds=0.2)
+    config = tmp_path / "stream.yaml"
+    detect = "detect:\n  score_threshold: 0.0\n  detect_max_side: 160\n"  # landmarks align the faces
+    config.write_text(detect + "frame_batch: 2\nrestore:\n  parsing: false\n")
+    videos = {}
+    for faces_per_forward in ("1", "3"):
+        code, out = _render(
+            weights, tmp_path / faces_per_forward, "--video", str(clip), "--audio", str(tone),
+            "--config", str(config), "--restore-batch", faces_per_forward, restorer="gfpgan",
+        )  # fmt: skip
+        assert code == 0
+        videos[faces_per_forward] = read_all_frames(out)
+    assert videos["3"].shape == videos["1"].shape == (5, 120, 160, 3)
+    assert np.abs(videos["3"].astype(np.int16) - videos["1"]).mean() < 0.5
+    assert np.abs(videos["1"].astype(np.int16) - read_all_frames(clip)[:5]).mean() > 1  # restored
+
+
 def test_detector_finding_no_face_is_an_error_before_rendering(weights, tmp_path: Path, capsys):
     clip = make_video(tmp_path / "face.mp4", seconds=0.4)
     code, out = _render(

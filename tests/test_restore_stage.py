@@ -243,3 +243,77 @@ def test_pasting_overlaps_the_next_batch_and_gives_the_same_frames(restorer, bat
     assert faces >= 2 and calls == [1] * (2 * faces)
     assert walls[False] >= 2 * faces * delay and stages[True].paste_busy_seconds >= faces * delay
     assert walls[True] < walls[False] - (faces - 1) * delay * 0.8  # all but the last paste were hidden
+
+
+def _stream(count: int, frames_each: int, seed: int = 40) -> list[FrameBatch]:
+    """``count`` batches of ``frames_each`` frames, every frame with a face except every fourth."""
+    batches = []
+    for b in range(count):
+        frames = np.stack(
+            [synthetic_image(HEIGHT, WIDTH, seed=seed + b * 10 + i, sigma=2.0) for i in range(frames_each)]
+        )
+        faces = tuple(
+            None if (b * frames_each + i) % 4 == 3 else face_box(30 + i, 20 + b) for i in range(frames_each)
+        )
+        mel = np.zeros((frames_each, 80, 16), np.float32)
+        batches.append(FrameBatch(100 + b * frames_each, frames, faces, mel))
+    return batches
+
+
+def test_stream_fills_network_batches_across_stream_batches(restorer, monkeypatch):
+    """Batches of 2 frames (1-2 faces each) with batch_size 4: forwards of 4 faces, then the rest at the
+    end; each batch comes out once pasted, in order, equal to the batch-by-batch result."""
+    batches = _stream(5, 2)  # 10 frames, 8 faces (frames 3 and 7 have none)
+    cfg = RestoreConfig(batch_size=4, parsing=False)
+    one_by_one = [FaceRestoreStage(restorer, cfg).process(b).frames for b in batches]
+    sizes = []
+    restore_aligned = restorer.restore_aligned
+
+    def counted(crops, *args, **kwargs):
+        sizes.append(len(crops))
+        return restore_aligned(crops, *args, **kwargs)
+
+    monkeypatch.setattr(restorer, "restore_aligned", counted)
+    times = _Clock()
+    stage = FaceRestoreStage(restorer, cfg)
+    out = list(stage.process_stream(iter(batches), times))
+    assert sizes == [4, 4]  # batch by batch it would be 2, 1, 2, 1, 2 forwards
+    assert [b.start_index for b in out] == [b.start_index for b in batches]
+    for got, expected in zip(out, one_by_one):
+        assert np.abs(got.frames.astype(int) - expected).max() <= 1  # another batch: another sum order
+    assert not np.array_equal(out[0].frames[0], batches[0].frames[0])
+    np.testing.assert_array_equal(out[1].frames[1], batches[1].frames[1])  # frame 103: no face
+    assert times.seconds["restore"] > 0 and "paste" in times.seconds
+
+
+def test_stream_holds_no_more_batches_than_a_network_batch_needs(restorer):
+    cfg = RestoreConfig(batch_size=3, parsing=False)
+    taken = []
+
+    def source():
+        for batch in _stream(6, 1):  # one frame (one face, or none) per batch
+            taken.append(batch.start_index)
+            yield batch
+
+    seen = []
+    for batch in FaceRestoreStage(restorer, cfg).process_stream(source()):
+        seen.append((batch.start_index, len(taken)))
+    # faces at 100, 101, 102, 104, 105 (103 has none): three come out once the third is taken, the
+    # faceless 103 at once, the last two at the end of the stream in a short batch
+    assert seen == [(100, 3), (101, 3), (102, 3), (103, 4), (104, 6), (105, 6)]
+
+
+def test_stream_with_batch_size_one_is_process_batch_by_batch(restorer):
+    batches = _stream(3, 2)
+    cfg = RestoreConfig(batch_size=1, parsing=False)
+    streamed = [b.frames for b in FaceRestoreStage(restorer, cfg).process_stream(iter(batches))]
+    for got, batch in zip(streamed, batches):
+        np.testing.assert_array_equal(got, FaceRestoreStage(restorer, cfg).process(batch).frames)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
