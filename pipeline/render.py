@@ -357,9 +357,11 @@ def _render(
             writer.commit()
             times.add("encode", time.perf_counter() - t0)
         finally:
-            stream.close()  # the restorer's paste worker stops before the frames it writes into go
-            encoder.cancel()
-            batches.close()
+            try:
+                stream.close()  # the restorer's paste worker stops before the frames it writes into go
+            finally:
+                encoder.cancel()
+                batches.close()
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:

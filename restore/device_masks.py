@@ -4,9 +4,9 @@
 Gaussian blurs of a 512x512 map: about 60 ms per face on a CPU core). On a GPU the restored faces, their
 parsing and this mask stay on the device and only the ``uint8`` mask comes down, instead of the class
 map coming down, being blurred on the CPU while the GPU waits. Same steps, same kernel (OpenCV's
-coefficients, OpenCV's default reflect-101 border), in float32; the mask is then rounded to 256 levels,
-so it is within half a level (plus float32 rounding) of the float64 one, and a blend with it within one
-grey level of the official blend.
+coefficients, OpenCV's default reflect-101 border, as one matrix per side), in float32; the mask is then
+rounded to 256 levels, so it is within half a level (plus float32 rounding) of the float64 one, and a
+blend with it within one grey level of the official blend.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import functools
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from restore.blend import PARSING_BLUR_KSIZE, PARSING_BLUR_SIGMA, PARSING_BORDER, PARSING_CLASS_WEIGHTS
 
@@ -27,9 +26,10 @@ def parsing_masks_on_device(labels: torch.Tensor) -> torch.Tensor:
     """``(N, S, S)`` integer class maps (0..18) on any device -> ``(N, S, S) uint8`` masks there, ``255`` for
     a weight of 1: face classes, blurred twice, zero on a 10-pixel border (as ``parsing_face_mask``)."""
     weights = _class_weights(labels.device)
-    masks = weights[labels.long()].unsqueeze(1)  # (N, 1, S, S) float32 in 0..255
-    kernel = _gaussian_kernel(labels.device)
-    masks = _blur(_blur(masks, kernel), kernel)[:, 0]
+    masks = weights[labels.long()]  # (N, S, S) float32 in 0..255
+    blur = _blur_matrix(masks.shape[-1], labels.device)
+    for _ in range(2):
+        masks = blur @ masks @ blur.T
     border = PARSING_BORDER
     masks[:, :border, :] = 0
     masks[:, -border:, :] = 0
@@ -43,18 +43,21 @@ def mask_from_levels(mask: np.ndarray) -> np.ndarray:
     return mask / float(MASK_LEVELS)
 
 
-def _blur(masks: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, 1, H, W)`` with reflect-101 borders (OpenCV's default)."""
-    reach = kernel.numel() // 2
-    padded = F.pad(masks, (reach, reach, reach, reach), mode="reflect")  # torch's reflect is reflect-101
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1))
-    return F.conv2d(rows, kernel.view(1, 1, -1, 1))
-
-
 @functools.cache
-def _gaussian_kernel(device: torch.device) -> torch.Tensor:
+def _blur_matrix(size: int, device: torch.device) -> torch.Tensor:
+    """``(size, size)`` float32 ``B`` with ``B @ M @ B.T`` = OpenCV's Gaussian blur of ``M`` (the
+    parsing kernel, reflect-101 borders folded in). A matrix product rather than a convolution: CUDA runs
+    float32 matmuls in full precision by default, where cuDNN would use TF32 for the convolution."""
     coefficients = cv2.getGaussianKernel(PARSING_BLUR_KSIZE, PARSING_BLUR_SIGMA, cv2.CV_64F).ravel()
-    return torch.from_numpy(coefficients).float().to(device)
+    reach = len(coefficients) // 2
+    if size <= reach:
+        raise ValueError(f"parsing masks need maps larger than {reach} pixels, got {size}")
+    rows = np.repeat(np.arange(size), len(coefficients))
+    columns = np.abs(rows + np.tile(np.arange(-reach, reach + 1), size))  # reflect-101 below 0 ...
+    columns = np.where(columns >= size, 2 * (size - 1) - columns, columns)  # ... and above size - 1
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (rows, columns), np.tile(coefficients, size))
+    return torch.from_numpy(matrix).float().to(device)
 
 
 @functools.cache

@@ -24,7 +24,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,9 @@ UPSCALE_FACTORS = (1, 2, 4)  # output sizes the stage supports, times the input 
 # one face at a time (GFPGAN 1.64 vs 1.41 s per face) and nearly doubles peak memory (4.1 vs 2.2 GB).
 DEFAULT_BATCH_SIZE_CPU = 1
 DEFAULT_BATCH_SIZE_CUDA = 8
+# Streaming batches process_stream holds at most while faces queue for a full forward (each batch of frames
+# is at most pipeline.render's 64 MiB).
+MAX_HELD_BATCHES = 3
 MIN_EYE_DISTANCE = (
     5.0  # pixels: smaller faces (tiny or in profile) are left as they are, like the official tools
 )
@@ -124,8 +127,9 @@ class FaceRestoreStage:
         """:meth:`process` over a stream of batches, in order, with the network's batches filled across
         them: faces wait in a queue until ``batch_size`` of them are there (the last ones go at the end
         of the stream), so a stream of batches of 5 frames with ``batch_size`` 8 runs forwards of 8, not of
-        5. A batch comes out once all its faces are pasted; it holds its output frames until then, so at
-        most about ``batch_size / faces per batch + 1`` batches are held. With ``batch_size`` 1 (the CPU
+        5. A batch comes out once all its faces are pasted and holds its output frames until then; when
+        ``MAX_HELD_BATCHES`` batches are held (faces are sparse: few per batch, or long stretches
+        without one) the queued faces go in a short forward instead. With ``batch_size`` 1 (the CPU
         default) this is :meth:`process` batch by batch. ``times``: as for :meth:`process`.
         """
         if self.batches.size == 1:
@@ -140,12 +144,14 @@ class FaceRestoreStage:
                 start = time.perf_counter()
                 queue += self._take_in(batch, held)
                 queue = self._restore_queued(queue, pasting, full_only=True)
+                if len(held) >= MAX_HELD_BATCHES and held[0].waiting:  # sparse faces: a short forward
+                    queue = self._restore_queued(queue, pasting, full_only=False)
                 _add(times, "restore", time.perf_counter() - start)
-                yield from self._finished(held, pasting, times)
+                yield from self._finished(held, times)
             start = time.perf_counter()
             self._restore_queued(queue, pasting, full_only=False)
             _add(times, "restore", time.perf_counter() - start)
-            yield from self._finished(held, pasting, times)
+            yield from self._finished(held, times)
         finally:
             self.paste_busy_seconds += pasting.finish()
 
@@ -171,27 +177,28 @@ class FaceRestoreStage:
             faces, masks = self._restore_batch(crops, numbers)
             for entry in dict.fromkeys(face.entry for face in chunk):  # each held batch once, in order
                 mine = [k for k, face in enumerate(chunk) if face.entry is entry]
-                pasting.submit(
+                future = pasting.submit(
                     entry.frames,
                     [chunk[k].index for k in mine],
                     faces[mine],
                     [masks[k] for k in mine],
                     [chunk[k].affine for k in mine],
                 )
+                entry.pastes.append(future)
                 entry.waiting -= len(mine)
 
         self.batches.map(count, run)
         return queue[count:]
 
-    def _finished(
-        self, held: deque[_HeldBatch], pasting: _PasteWorker, times: StageClock | None
-    ) -> Iterator[FrameBatch]:
-        """The held batches at the front whose faces have all been handed to the paster, once pasted."""
+    def _finished(self, held: deque[_HeldBatch], times: StageClock | None) -> Iterator[FrameBatch]:
+        """The held batches at the front whose faces have all been handed to the paster, once their own
+        pastes are done (later batches' pastes go on overlapping the next forward)."""
         while held and held[0].waiting == 0:
-            start = time.perf_counter()
-            pasting.wait()
-            _add(times, "paste", time.perf_counter() - start)
             entry = held.popleft()
+            start = time.perf_counter()
+            for future in filter(None, entry.pastes):
+                future.result()
+            _add(times, "paste", time.perf_counter() - start)
             yield entry.batch.with_frames(entry.frames)
 
     def _paste_faces(self, frames, indices, faces, masks, affines) -> None:
@@ -262,6 +269,7 @@ class _HeldBatch:
     batch: FrameBatch
     frames: np.ndarray
     waiting: int
+    pastes: list[Future] = field(default_factory=list)  # the paste worker's jobs into these frames
 
 
 @dataclass
@@ -289,22 +297,19 @@ class _PasteWorker:
         self._pending: list[Future] = []
         self.busy_seconds = 0.0
 
-    def submit(self, *args) -> None:
+    def submit(self, *args) -> Future | None:
+        """Queue one paste; its future (``None`` without ``overlap``: it has already run)."""
         if self._pool is None:
             self._timed(*args)
-        else:
-            self._pending.append(self._pool.submit(self._timed, *args))
+            return None
+        future = self._pool.submit(self._timed, *args)
+        self._pending.append(future)
+        return future
 
     def _timed(self, *args) -> None:
         start = time.perf_counter()
         self._paste(*args)
         self.busy_seconds += time.perf_counter() - start  # one worker: no concurrent updates
-
-    def wait(self) -> None:
-        """Wait for every paste submitted so far (re-raising the first failure); the worker stays."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
 
     def finish(self) -> float:
         """Wait for every paste (re-raising the first failure); returns the seconds spent pasting."""

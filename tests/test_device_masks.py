@@ -95,6 +95,20 @@ def test_stage_with_masks_on_device_blends_within_a_level_of_the_official_masks(
     np.testing.assert_array_equal(got[1], batch.frames[1])  # a frame without a face is untouched
 
 
+def test_stream_with_masks_on_device_matches_batch_by_batch(restorer, parser):
+    """process_stream (forwards filled across batches) with device masks against process per batch."""
+    from tests.test_restore_stage import _stream
+
+    batches = _stream(4, 2)
+    cfg = RestoreConfig(batch_size=3, parsing=True)
+    expected = [FaceRestoreStage(restorer, cfg, parser=parser).process(b).frames for b in batches]
+    stage = FaceRestoreStage(restorer, cfg, parser=parser, masks_on_device=True)
+    got = [b.frames for b in stage.process_stream(iter(batches))]
+    assert len(got) == len(expected)
+    for frames, reference in zip(got, expected):
+        assert np.abs(frames.astype(np.int16) - reference).max() <= 1
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_the_stage_makes_masks_on_the_device_within_a_level_of_the_cpu(restorer, parser, batch):

@@ -228,7 +228,8 @@ def test_restoration_batches_filled_across_streaming_batches_match_one_face_at_a
         assert code == 0
         videos[faces_per_forward] = read_all_frames(out)
     assert videos["3"].shape == videos["1"].shape == (5, 120, 160, 3)
-    assert np.abs(videos["3"].astype(np.int16) - videos["1"]).mean() < 0.5
+    per_frame = np.abs(videos["3"].astype(np.int16) - videos["1"]).mean(axis=(1, 2, 3))
+    assert per_frame.max() < 0.5  # every frame its own face, in order
     assert np.abs(videos["1"].astype(np.int16) - read_all_frames(clip)[:5]).mean() > 1  # restored
 
 

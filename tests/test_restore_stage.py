@@ -303,6 +303,48 @@ def test_stream_holds_no_more_batches_than_a_network_batch_needs(restorer):
     assert seen == [(100, 3), (101, 3), (102, 3), (103, 4), (104, 6), (105, 6)]
 
 
+def test_stream_with_sparse_faces_holds_at_most_three_batches(restorer, monkeypatch):
+    """One face per batch and batch_size 8: short forwards of 3 rather than 8 batches of frames held."""
+    from restore.stage import MAX_HELD_BATCHES
+
+    sizes = []
+    restore_aligned = restorer.restore_aligned
+    monkeypatch.setattr(
+        restorer,
+        "restore_aligned",
+        lambda crops, *a, **k: sizes.append(len(crops)) or restore_aligned(crops, *a, **k),
+    )
+    taken, held_most = [], 0
+    batches = [b for b in _stream(10, 1) if b.faces[0] is not None][:7]  # 7 batches, a face in each
+
+    def source():
+        for batch in batches:
+            taken.append(batch)
+            yield batch
+
+    out = []
+    for batch in FaceRestoreStage(restorer, RestoreConfig(batch_size=8, parsing=False)).process_stream(
+        source()
+    ):
+        held_most = max(held_most, len(taken) - len(out))
+        out.append(batch)
+    assert MAX_HELD_BATCHES == 3 and held_most == 3
+    assert sizes == [3, 3, 1]
+    assert [b.start_index for b in out] == [b.start_index for b in batches]
+
+
+def test_closing_the_stream_early_stops_the_paste_worker(restorer):
+    import threading
+
+    stream = FaceRestoreStage(restorer, RestoreConfig(batch_size=2, parsing=False)).process_stream(
+        iter(_stream(4, 2))
+    )
+    first = next(stream)
+    assert first.start_index == 100
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("restore-paste")]
+
+
 def test_stream_with_batch_size_one_is_process_batch_by_batch(restorer):
     batches = _stream(3, 2)
     cfg = RestoreConfig(batch_size=1, parsing=False)
