@@ -58,6 +58,9 @@ class StandInParser:
     """ParseNet's output contract without its compute: every face labelled skin (class 1) inside a
     centred ellipse, so the mask blurs and the paste do their full work."""
 
+    device = torch.device("cpu")
+    size = 512
+
     def parse(self, faces: np.ndarray) -> np.ndarray:
         side = faces.shape[1]
         yy, xx = np.mgrid[:side, :side]
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.rounds):
         for overlap in (False, True):
             if args.restorer == "stand-in":
-                restorer = FaceRestorer(StandIn(), "gfpgan", torch.device("cpu"), half=False)
+                restorer = FaceRestorer(StandIn(), "gfpgan", torch.device("cpu"), "fp32")
             else:
                 restorer = load_restorer(paths["gfpgan_v1_clean_512"], "cpu")
             if args.restorer == "stand-in":

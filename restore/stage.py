@@ -99,27 +99,8 @@ class FaceRestoreStage:
         ``times``, when given, gets the wall seconds of "restore" (align, upscaling, the networks, and the
         pastes that overlap them) and "paste" (the wait for the worker after the last network batch);
         :attr:`paste_busy_seconds` adds up the worker's own time, overlapped or not."""
-        start = time.perf_counter()
-        # 1. Align every face that has landmarks, and upscale the frames the faces go back into.
-        indices, crops, affines = self._align(batch)
-        frames = self._upscale(batch.frames, batch.start_index)
-        pasting = _PasteWorker(self._paste_faces, self.overlap)
-        # 2. Restore (and parse) the crops, cfg.batch_size at a time; 3. the worker pastes each batch.
-        numbers = batch.start_index + np.asarray(indices, np.int64)
-
-        def run(a: int, b: int) -> None:
-            faces, masks = self._restore_batch(crops[a:b], numbers[a:b])
-            pasting.submit(frames, indices[a:b], faces, masks, affines[a:b])
-
-        try:
-            self.batches.map(len(crops), run)
-        finally:
-            networks_done = time.perf_counter()
-            self.paste_busy_seconds += pasting.finish()
-        if times is not None:
-            times.add("restore", networks_done - start)
-            times.add("paste", time.perf_counter() - networks_done)
-        return batch.with_frames(frames)
+        (restored,) = self.process_stream([batch], times)
+        return restored
 
     def process_stream(
         self, batches: Iterable[FrameBatch], times: StageClock | None = None
@@ -130,12 +111,9 @@ class FaceRestoreStage:
         5. A batch comes out once all its faces are pasted and holds its output frames until then; when
         ``MAX_HELD_BATCHES`` batches are held (faces are sparse: few per batch, or long stretches
         without one) the queued faces go in a short forward instead. With ``batch_size`` 1 (the CPU
-        default) this is :meth:`process` batch by batch. ``times``: as for :meth:`process`.
+        default) every face is a full forward, so each batch comes out as soon as it is pasted.
+        ``times``: as for :meth:`process`.
         """
-        if self.batches.size == 1:
-            for batch in batches:
-                yield self.process(batch, times)
-            return
         pasting = _PasteWorker(self._paste_faces, self.overlap)
         held: deque[_HeldBatch] = deque()
         queue: list[_QueuedFace] = []
