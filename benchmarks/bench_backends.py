@@ -15,7 +15,9 @@ for the generator its inference form, fused blocks with pre-packed oneDNN weight
 CPU with native bf16); ``torch_unpacked`` (the same without the pre-packed weights); ``ort`` (ONNX
 Runtime CPU provider on a float32 ONNX export); ``ov_fp32`` / ``ov_bf16``
 (OpenVINO on the same ONNX file, ``INFERENCE_PRECISION_HINT`` f32 / bf16; OpenVINO's own default on a
-CPU with native bf16 is bf16, printed as ``ov default``). A back-end whose package is missing or whose
+CPU with native bf16 is bf16, printed as ``ov default``); ``ov_project`` (restorers only: what
+``--restore-backend openvino --precision auto`` runs, :mod:`restore.openvino_backend`, converted once
+into the work folder's ``weights/.openvino/``). A back-end whose package is missing or whose
 export fails is skipped with the reason printed.
 
 Timing: the back-ends alternate inside every round (torch_fp32, torch_bf16, ort, ..., then again), so
@@ -46,8 +48,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 NETWORKS = ("wav2lip", "gfpgan", "codeformer")
-BACKENDS = ("torch_fp32", "torch_bf16", "torch_project", "torch_unpacked", "ort", "ov_fp32", "ov_bf16")
-BACKEND_PACKAGES = {"ort": "onnxruntime", "ov_fp32": "openvino", "ov_bf16": "openvino"}
+BACKENDS = (
+    "torch_fp32", "torch_bf16", "torch_project", "torch_unpacked", "ort", "ov_fp32", "ov_bf16", "ov_project",
+)  # fmt: skip
+BACKEND_PACKAGES = {
+    "ort": "onnxruntime", "ov_fp32": "openvino", "ov_bf16": "openvino", "ov_project": "openvino",
+}  # fmt: skip
 OV_PRECISIONS = {"ov_fp32": "f32", "ov_bf16": "bf16"}
 LAYOUTS = {  # network -> (layout in /work/shared/checkpoint_layouts, official file name)
     "wav2lip": ("wav2lip_generator", "wav2lip_gan.pth"),
@@ -291,6 +297,21 @@ def project_runner(network: Network, args: argparse.Namespace, prepack: bool = T
     return run
 
 
+def ov_project_runner(network: Network, args: argparse.Namespace) -> Callable:
+    """A restorer as the pipeline loads it with ``--restore-backend openvino --precision auto``."""
+    import torch
+
+    from restore.restorers import load_restorer
+
+    if network.name == "wav2lip":
+        raise ValueError("ov_project runs the restorers only")
+    started = time.perf_counter()
+    restorer = load_restorer(checkpoint(network.name, args.workdir), "cpu", "auto", "openvino")
+    network.notes.append(f"ov_project: {restorer.precision}, loaded in {time.perf_counter() - started:.0f} s")
+    print(f"  {network.notes[-1]}", flush=True)
+    return lambda inputs: restorer.run_network(torch.from_numpy(inputs[0]), CODEFORMER_FIDELITY).numpy()
+
+
 def export_onnx(network: Network, workdir: Path) -> tuple[dict[int, Path], str]:
     """Export ``network`` in float32: ``({batch size: ONNX file}, how)``.
 
@@ -388,6 +409,9 @@ def build_runners(network: Network, args: argparse.Namespace) -> dict[str, Calla
             print(f"  skip {backend}: {reason}", flush=True)
             continue
         try:
+            if backend == "ov_project":
+                runners[backend] = ov_project_runner(network, args)
+                continue
             if backend in ("torch_project", "torch_unpacked"):
                 runners[backend] = project_runner(network, args, prepack=backend == "torch_project")
                 continue

@@ -52,12 +52,12 @@ def choose_codes(model: torch.nn.Module, x: torch.Tensor) -> CodeChoice:
     """The encoder, the transformer and the top-1 code per latent cell, in float32 whatever autocast is on."""
     with torch.autocast(x.device.type, enabled=False):
         x = x.float()
-        fused_at = {model.fuse_encoder_block[size] for size in model.connect_list}
+        fused_at = {model.fuse_encoder_block[size]: size for size in model.connect_list}
         features = {}
         for index, block in enumerate(model.encoder.blocks):
             x = block(x)
             if index in fused_at:
-                features[str(x.shape[-1])] = x.clone()
+                features[fused_at[index]] = x.clone()
         positions = model.position_emb.unsqueeze(1).repeat(1, x.shape[0], 1)
         query = model.feat_emb(x.flatten(2).permute(2, 0, 1))  # (HW, N, C)
         for layer in model.ft_layers:
@@ -69,18 +69,67 @@ def choose_codes(model: torch.nn.Module, x: torch.Tensor) -> CodeChoice:
         return CodeChoice(adaptive_instance_normalization(quantised, x), features, codes)
 
 
-def generate_face(model: torch.nn.Module, choice: CodeChoice, fidelity: float) -> torch.Tensor:
-    """The generator from ``choice``, fusing the encoder's features after the connected blocks."""
-    x = choice.quantised
-    fuse_after = {model.fuse_generator_block[size] for size in model.connect_list}
+@dataclass(frozen=True)
+class GeneratorSegment:
+    """Consecutive generator blocks ``[start, stop)`` that run in one precision: ``reduced`` = in the
+    compute dtype (their inputs are 64-256 px), else float32."""
+
+    start: int
+    stop: int
+    reduced: bool
+
+
+def generator_segments(model: torch.nn.Module) -> list[GeneratorSegment]:
+    """The generator's blocks cut where their precision changes (below 64 px, 64-256 px, 512 px)."""
     low, high = REDUCED_PRECISION_INPUT_SIZES
-    for index, block in enumerate(model.generator.blocks):
-        reduced = low <= x.shape[-1] <= high
-        with torch.autocast(x.device.type, enabled=torch.is_autocast_enabled(x.device.type) and reduced):
-            x = block(x)
-            if index in fuse_after and fidelity > 0:
-                size = str(x.shape[-1])
-                x = model.fuse_convs_dict[size](choice.encoder_features[size], x, fidelity)
+    segments: list[GeneratorSegment] = []
+    for index, side in enumerate(block_input_sides(model)):
+        reduced = low <= side <= high
+        if segments and segments[-1].reduced == reduced:
+            segments[-1] = GeneratorSegment(segments[-1].start, index + 1, reduced)
+        else:
+            segments.append(GeneratorSegment(index, index + 1, reduced))
+    return segments
+
+
+def block_input_sides(model: torch.nn.Module) -> list[int]:
+    """The side in pixels of each generator block's input: the latent side, doubled by every upsampling
+    block before it (spandrel's ``Upsample``)."""
+    sides, side = [], LATENT_SIDE
+    for block in model.generator.blocks:
+        sides.append(side)
+        if type(block).__name__ == "Upsample":
+            side *= 2
+    return sides
+
+
+def generate_face(model: torch.nn.Module, choice: CodeChoice, fidelity: float) -> torch.Tensor:
+    """The generator from ``choice``, fusing the encoder's features after the connected blocks; the
+    reduced-precision segment under the enclosing autocast, the others in float32."""
+    x = choice.quantised
+    autocast_on = torch.is_autocast_enabled(x.device.type)
+    for segment in generator_segments(model):
+        with torch.autocast(x.device.type, enabled=autocast_on and segment.reduced):
+            x = run_generator_segment(model, segment, x, choice.encoder_features, fidelity)
+    return x
+
+
+def run_generator_segment(
+    model: torch.nn.Module,
+    segment: GeneratorSegment,
+    x: torch.Tensor,
+    encoder_features: dict[str, torch.Tensor],
+    fidelity: float | torch.Tensor,
+) -> torch.Tensor:
+    """``segment``'s blocks on ``x``, each output fused with the encoder's feature of its size where the
+    block is connected and cast to float32 (the stream between blocks). ``fidelity`` may be a 0-d tensor
+    (an input of a converted graph); a float 0 skips the fusion, which then adds exactly nothing."""
+    fuse_after = {model.fuse_generator_block[size]: size for size in model.connect_list}
+    for index in range(segment.start, segment.stop):
+        x = model.generator.blocks[index](x)
+        if index in fuse_after and (isinstance(fidelity, torch.Tensor) or fidelity > 0):
+            size = fuse_after[index]
+            x = model.fuse_convs_dict[size](encoder_features[size], x, fidelity)
         x = x.float()
     return x
 

@@ -36,7 +36,13 @@ from pipeline.core.errors import ConfigError, WrongModelError
 from pipeline.core.finite import NonFiniteFrames
 from restore.codeformer import forward_codeformer_staged
 from restore.convert import RESTORE_FACE_SIZE, check_faces, faces_to_device, output_to_pixels
-from restore.openvino_backend import BACKENDS, compile_for_cpu, openvino_available, use_openvino
+from restore.openvino_backend import (
+    BACKENDS,
+    compile_for_cpu,
+    openvino_available,
+    openvino_precision,
+    use_openvino,
+)
 
 # spandrel architecture id -> our name for the restorer
 RESTORER_KINDS = {"GFPGAN": "gfpgan", "CodeFormer": "codeformer", "RestoreFormer": "restoreformer"}
@@ -65,8 +71,9 @@ def load_restorer(
     ``precision``: "auto" / "fp32" / "bf16" / "fp16", resolved against spandrel's ``supports_half`` /
     ``supports_bfloat16`` flags (GFPGAN, CodeFormer and RestoreFormer: no float16, which gives black
     blotches and CodeFormer flicker) by :func:`~pipeline.core.devices.resolve_precision`.
-    ``backend``: "torch", "openvino" or "auto" (:func:`restore.openvino_backend.use_openvino`: GFPGAN on
-    the CPU runs on OpenVINO in float32 when it is installed).
+    ``backend``: "torch", "openvino" or "auto" (:func:`restore.openvino_backend.use_openvino`: GFPGAN and
+    CodeFormer on the CPU run on OpenVINO when it is installed: GFPGAN in float32, CodeFormer's code choice
+    in float32 and its 64-256 px generator blocks in the resolved precision).
     Raises ``MissingWeightsError`` / ``WeightsError`` for unreadable files and ``WrongModelError`` for
     files that hold another model.
     """
@@ -84,12 +91,13 @@ def load_restorer(
     model, device = place_model(descriptor.model, device)
     if kind in CHANNELS_LAST_KINDS:
         to_channels_last(model)
+    chosen = resolve_precision(precision, device, descriptor.supports_half, descriptor.supports_bfloat16)
     if use_openvino(backend, kind, device, precision):
         if not openvino_available():
             raise ConfigError("restore.backend openvino needs the openvino package (see requirements.txt)")
-        forward = compile_for_cpu(model, _FORWARDS[kind], kind, path)
-        return FaceRestorer(model, kind, device, "fp32", forward=forward)
-    chosen = resolve_precision(precision, device, descriptor.supports_half, descriptor.supports_bfloat16)
+        chosen = openvino_precision(kind, chosen)
+        forward = compile_for_cpu(model, _FORWARDS[kind], kind, path, precision=chosen)
+        return FaceRestorer(model, kind, device, chosen, forward=forward)
     return FaceRestorer(model, kind, device, chosen)
 
 
@@ -187,12 +195,17 @@ class FaceRestorer:
         if len(faces) == 0:
             return faces.copy(), torch.from_numpy(faces.copy()).to(self.device)
         inputs = faces_to_device(faces, self.device).contiguous(memory_format=self.memory_format)
-        with torch.inference_mode(), precision_autocast(self.device, self.precision):
-            output = self._forward(self.model, inputs, fidelity)
+        output = self.run_network(inputs, fidelity)
         pixels, replaced = output_to_pixels(output, faces)
         numbers = np.arange(len(faces)) if frame_numbers is None else np.asarray(frame_numbers)
         self.nonfinite.report(numbers[replaced])
         return np.ascontiguousarray(pixels.cpu().numpy()), pixels
+
+    def run_network(self, inputs: torch.Tensor, fidelity: float) -> torch.Tensor:
+        """The network alone, on its back-end, in :attr:`precision`: ``(N, 3, S, S)`` in ``[-1, 1]`` ->
+        the same shape (what the benchmarks time)."""
+        with torch.inference_mode(), precision_autocast(self.device, self.precision):
+            return self._forward(self.model, inputs, fidelity)
 
 
 class StyleNoise:

@@ -16,7 +16,14 @@ import torch
 
 from pipeline.core.devices import cpu_has_native_bf16
 from pipeline.core.media import FrameSize, VideoReader
-from restore.codeformer import REDUCED_PRECISION_INPUT_SIZES, choose_codes, forward_codeformer_staged
+from restore.codeformer import (
+    REDUCED_PRECISION_INPUT_SIZES,
+    GeneratorSegment,
+    block_input_sides,
+    choose_codes,
+    forward_codeformer_staged,
+    generator_segments,
+)
 from restore.convert import faces_to_tensor
 from restore.restorers import load_restorer
 from tests.test_restore_support import layout_state_dict, one_torch_thread
@@ -99,6 +106,31 @@ def test_only_the_middle_generator_blocks_take_the_reduced_precision(restorer, f
     assert {size for size, _ in seen} == {16, 32, 64, 128, 256, 512}
     assert {size for size, dtype in seen if dtype == torch.bfloat16} == {64, 128, 256}
     assert all((dtype == torch.bfloat16) == (low <= size <= high) for size, dtype in seen)
+
+
+def test_the_generator_segments_follow_the_block_input_sizes_a_forward_sees(restorer, face_crop):
+    """The static sizes (what the OpenVINO graphs are cut by) against the sizes a real forward hands each
+    block; the three segments tile the generator: below 64 px, 64-256 px (reduced), 512 px."""
+    seen = []
+    hooks = [
+        block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[-1]))
+        for block in restorer.model.generator.blocks
+    ]
+    try:
+        with torch.inference_mode():
+            forward_codeformer_staged(restorer.model, _input(restorer, face_crop), FIDELITY)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    sides = block_input_sides(restorer.model)
+    assert sides == seen and sides[0] == 16 and sides[-1] == 512
+    segments = generator_segments(restorer.model)
+    assert [segment.reduced for segment in segments] == [False, True, False]
+    assert segments[0].start == 0 and segments[-1].stop == len(sides)
+    assert all(a.stop == b.start for a, b in zip(segments, segments[1:]))
+    middle = segments[1]
+    assert isinstance(middle, GeneratorSegment)
+    assert sorted(set(sides[middle.start : middle.stop])) == [64, 128, 256]
 
 
 @pytest.mark.slow
