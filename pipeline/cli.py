@@ -182,8 +182,8 @@ def _add_model_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--restore-backend",
         choices=["auto", "torch", "openvino"],
-        help="runtime of the restorer (default torch; auto or openvino: GFPGAN on the CPU runs on OpenVINO "
-        "in float32, 2-3x faster, the converted model kept in weights/.openvino/)",
+        help="runtime of the restorer (default torch; auto or openvino: GFPGAN and CodeFormer on the CPU run "
+        "on OpenVINO, 1.5-3x faster, the converted model kept in weights/.openvino/)",
     )
     group.add_argument("--upscale", type=int, choices=[1, 2, 4], help="output scale (default 1)")
     group.add_argument(
