@@ -30,17 +30,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.core.devices import PRECISION_CHOICES
+from pipeline.core.errors import ConfigError
 from pipeline.core.weight_store import sha256_of
 from restore.codeformer import choose_codes, generator_segments, run_generator_segment
 
 BACKENDS = ("auto", "torch", "openvino")
 # The precisions each kind runs in on OpenVINO (resolved names): GFPGAN float32 only; CodeFormer float32,
-# or bf16 for its 64-256 px generator blocks as in torch's staged forward.
+# or bf16 for its 64-256 px generator blocks (the same blocks as torch's staged forward; inside that
+# segment OpenVINO may keep the stream between blocks in bf16, where torch casts it back after each one).
 OPENVINO_PRECISIONS = {"gfpgan": ("fp32",), "codeformer": ("fp32", "bf16")}
 OPENVINO_KINDS = tuple(OPENVINO_PRECISIONS)
 CACHE_FOLDER = ".openvino"
 HINTS = {False: "f32", True: "bf16"}  # a graph's INFERENCE_PRECISION_HINT by "runs reduced"
 CODEFORMER_FEATURE_SIZES = ("32", "64", "128", "256")  # encoder features the generator fuses, in order
+# Part of CodeFormer's cached file names: raise it when what a graph computes changes (the stages of
+# restore.codeformer, their inputs and outputs), so that files of the old graphs are never chained with new.
+CODEFORMER_GRAPHS_VERSION = 1
 
 
 def openvino_available() -> bool:
@@ -57,9 +63,18 @@ def use_openvino(backend: str, kind: str, device: torch.device, precision: str) 
     return (precision == "auto" or precision in OPENVINO_PRECISIONS[kind]) and openvino_available()
 
 
-def openvino_precision(kind: str, resolved: str) -> str:
-    """The precision OpenVINO runs ``kind`` in for the torch precision ``resolved`` for it."""
-    return resolved if resolved in OPENVINO_PRECISIONS[kind] else "fp32"
+def openvino_precision(kind: str, requested: str, native_bf16: bool) -> str:
+    """The precision OpenVINO runs ``kind`` in when ``requested`` ("auto": bf16 where the CPU has native
+    bf16 and ``kind`` runs in it); an explicit choice it does not run falls back to fp32, with a warning."""
+    if requested not in PRECISION_CHOICES:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {requested!r}")
+    runs = OPENVINO_PRECISIONS[kind]
+    if requested == "auto":
+        return "bf16" if native_bf16 and "bf16" in runs else "fp32"
+    if requested in runs:
+        return requested
+    warnings.warn(f"precision {requested} is not run on OpenVINO for {kind}; it runs in fp32", stacklevel=2)
+    return "fp32"
 
 
 def converted_model_path(checkpoint: Path, kind: str, version: str, part: str = "") -> Path:
@@ -124,10 +139,11 @@ def restorer_graphs(model: torch.nn.Module, forward: Callable, kind: str, face_s
     fidelity = torch.tensor(0.5)
     with torch.no_grad():
         quantised, *features = _CodeChoiceGraph(model)(face)
-        graphs, stream = [Graph("codes", _CodeChoiceGraph(model), (face,))], quantised
-        for number, segment in enumerate(generator_segments(model)):
+        parts = iter(graph_parts(model, kind))
+        graphs, stream = [Graph(next(parts)[0], _CodeChoiceGraph(model), (face,))], quantised
+        for segment, (part, _) in zip(generator_segments(model), parts, strict=True):
             piece = _GeneratorSegmentGraph(model, segment)
-            graphs.append(Graph(f"generator{number}", piece, (stream, *features, fidelity), segment.reduced))
+            graphs.append(Graph(part, piece, (stream, *features, fidelity), segment.reduced))
             stream = piece(stream, *features, fidelity)
     assert [(g.part, g.reduced) for g in graphs] == graph_parts(model, kind)
     return graphs
@@ -193,8 +209,9 @@ def graph_parts(model: torch.nn.Module, kind: str) -> list[tuple[str, bool]]:
     """``(part name, runs reduced)`` of each graph ``kind`` is converted in, in the chain's order."""
     if kind != "codeformer":
         return [("", False)]
-    segments = generator_segments(model)
-    return [("codes", False), *((f"generator{n}", segment.reduced) for n, segment in enumerate(segments))]
+    version = f"v{CODEFORMER_GRAPHS_VERSION}"
+    blocks = [(f"{version}-blocks{s.start}to{s.stop}", s.reduced) for s in generator_segments(model)]
+    return [(f"{version}-codes", False), *blocks]
 
 
 def _convert(graph: Graph):

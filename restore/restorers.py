@@ -27,6 +27,7 @@ import torch
 from pipeline.core.checkpoints import load_state_dict
 from pipeline.core.devices import (
     PRECISION_DTYPES,
+    cpu_has_native_bf16,
     place_model,
     precision_autocast,
     resolve_precision,
@@ -91,13 +92,13 @@ def load_restorer(
     model, device = place_model(descriptor.model, device)
     if kind in CHANNELS_LAST_KINDS:
         to_channels_last(model)
-    chosen = resolve_precision(precision, device, descriptor.supports_half, descriptor.supports_bfloat16)
     if use_openvino(backend, kind, device, precision):
         if not openvino_available():
             raise ConfigError("restore.backend openvino needs the openvino package (see requirements.txt)")
-        chosen = openvino_precision(kind, chosen)
+        chosen = openvino_precision(kind, precision, cpu_has_native_bf16())
         forward = compile_for_cpu(model, _FORWARDS[kind], kind, path, precision=chosen)
         return FaceRestorer(model, kind, device, chosen, forward=forward)
+    chosen = resolve_precision(precision, device, descriptor.supports_half, descriptor.supports_bfloat16)
     return FaceRestorer(model, kind, device, chosen)
 
 

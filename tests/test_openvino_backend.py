@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.core.errors import ConfigError
 from restore import openvino_backend
 from restore.openvino_backend import converted_model_path, openvino_precision, use_openvino
 
@@ -36,11 +37,18 @@ def test_auto_picks_openvino_on_the_cpu_for_the_precisions_it_runs(monkeypatch):
     assert use_openvino("openvino", "gfpgan", CPU, "auto")  # asked for: the loader reports it missing
 
 
-def test_openvino_runs_gfpgan_in_float32_and_codeformer_in_the_resolved_precision():
-    assert openvino_precision("gfpgan", "bf16") == "fp32" and openvino_precision("gfpgan", "fp32") == "fp32"
-    assert openvino_precision("codeformer", "bf16") == "bf16"
-    assert openvino_precision("codeformer", "fp32") == "fp32"
-    assert openvino_precision("codeformer", "fp16") == "fp32"
+def test_openvino_runs_gfpgan_in_float32_and_codeformer_in_bf16_where_the_cpu_has_it():
+    assert openvino_precision("gfpgan", "auto", native_bf16=True) == "fp32"
+    assert openvino_precision("codeformer", "auto", native_bf16=True) == "bf16"
+    assert openvino_precision("codeformer", "auto", native_bf16=False) == "fp32"
+    assert openvino_precision("codeformer", "fp32", native_bf16=True) == "fp32"
+    assert openvino_precision("codeformer", "bf16", native_bf16=False) == "bf16"  # asked for explicitly
+    with pytest.warns(UserWarning, match="precision bf16 is not run on OpenVINO for gfpgan; it runs in fp32"):
+        assert openvino_precision("gfpgan", "bf16", native_bf16=True) == "fp32"
+    with pytest.warns(UserWarning, match="precision fp16 is not run on OpenVINO for codeformer"):
+        assert openvino_precision("codeformer", "fp16", native_bf16=True) == "fp32"
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        openvino_precision("codeformer", "int8", native_bf16=True)
 
 
 def test_the_converted_model_is_keyed_by_the_checkpoints_hash_and_openvinos_version(tmp_path):
@@ -49,8 +57,8 @@ def test_the_converted_model_is_keyed_by_the_checkpoints_hash_and_openvinos_vers
     first = converted_model_path(checkpoint, "gfpgan", "2026.4.1-22982-e213a147257-releases/2026/4")
     assert first.parent == tmp_path / ".openvino" and first.name.endswith("-ov2026.4.1.xml")
     assert converted_model_path(checkpoint, "gfpgan", "2027.0.0") != first
-    part = converted_model_path(checkpoint, "codeformer", "2026.4.1", "generator1")
-    assert part.name.endswith("-ov2026.4.1-generator1.xml") and part.name.startswith("codeformer-")
+    part = converted_model_path(checkpoint, "codeformer", "2026.4.1", "v1-blocks12to21")
+    assert part.name.endswith("-ov2026.4.1-v1-blocks12to21.xml") and part.name.startswith("codeformer-")
     checkpoint.write_bytes(b"two")  # another checkpoint under the same name: converted anew
     assert converted_model_path(checkpoint, "gfpgan", "2026.4.1") != first
 
@@ -141,7 +149,11 @@ openvino_backend._convert = no_conversion
 if cpu_has_native_bf16():
     reduced = load_restorer(checkpoint, "cpu", "bf16", "openvino")
     assert reduced.precision == "bf16"
-    print("bf16 grey", grey(reduced.restore_aligned(faces, 1.0), expected[1.0]))
+    hints = [str(graph.get_property("INFERENCE_PRECISION_HINT")) for graph in reduced._forward.compiled]
+    assert [("bfloat16" in hint) for hint in hints] == [False, False, True, False], hints
+    difference = grey(reduced.restore_aligned(faces, 1.0), expected[1.0])
+    assert difference > 0  # bf16 did run
+    print("bf16 grey", difference)
 else:
     load_restorer(checkpoint, "cpu", "fp32", "openvino")
     print("bf16 not run: no native bf16 on this CPU")
@@ -159,6 +171,6 @@ def test_openvino_codeformer_equals_torch_and_bf16_stays_within_a_grey_level(tmp
         assert float(result.stdout.split()[-1]) < 1.0
     else:
         assert "no native bf16" in result.stdout
-    saved = sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / ".openvino").iterdir())
-    parts = ["codes", "generator0", "generator1", "generator2"]
+    saved = sorted(p.name.split("-", 3)[3] for p in (tmp_path / ".openvino").iterdir())
+    parts = ["v1-codes", "v1-blocks0to12", "v1-blocks12to21", "v1-blocks21to25"]  # 25 generator blocks
     assert saved == sorted(f"{part}{ext}" for part in parts for ext in (".bin", ".xml"))
