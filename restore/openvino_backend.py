@@ -14,7 +14,7 @@ compiled for the CPU. Where the weights folder is not writable the converted mod
   when the precision is bf16 (``auto`` on a CPU with native bf16) and the others in float32. The
   fidelity ``w`` is an input of the generator graphs, so one conversion serves every fidelity.
 
-Conversion takes 15-60 s on two cores, once per checkpoint. Torch stays the reference and the path on
+Conversion takes 15-75 s on two cores, once per checkpoint. Torch stays the reference and the path on
 every other device.
 """
 
@@ -33,7 +33,12 @@ import torch
 from pipeline.core.devices import PRECISION_CHOICES
 from pipeline.core.errors import ConfigError
 from pipeline.core.weight_store import sha256_of
-from restore.codeformer import choose_codes, generator_segments, run_generator_segment
+from restore.codeformer import (
+    GeneratorSegment,
+    choose_codes,
+    generator_segments,
+    run_generator_segment,
+)
 
 BACKENDS = ("auto", "torch", "openvino")
 # The precisions each kind runs in on OpenVINO (resolved names): GFPGAN float32 only; CodeFormer float32,
@@ -87,13 +92,12 @@ def converted_model_path(checkpoint: Path, kind: str, version: str, part: str = 
 
 @dataclass
 class Graph:
-    """One converted piece of a restorer: ``module`` traced on ``example``; ``reduced``: it runs in the
-    compute precision (else float32)."""
+    """One converted piece of a restorer (a ``part`` of :func:`graph_parts`), ``module`` traced on
+    ``example``."""
 
     part: str
     module: torch.nn.Module
     example: tuple[torch.Tensor, ...]
-    reduced: bool = False
 
 
 class _WholeNetwork(torch.nn.Module):
@@ -120,7 +124,7 @@ class _CodeChoiceGraph(torch.nn.Module):
 class _GeneratorSegmentGraph(torch.nn.Module):
     """(stream, the four encoder features, fidelity) -> the stream after one generator segment."""
 
-    def __init__(self, model: torch.nn.Module, segment) -> None:
+    def __init__(self, model: torch.nn.Module, segment: GeneratorSegment) -> None:
         super().__init__()
         self.model, self.segment = model, segment
 
@@ -137,15 +141,14 @@ def restorer_graphs(model: torch.nn.Module, forward: Callable, kind: str, face_s
     if kind != "codeformer":
         return [Graph("", _WholeNetwork(model, forward), (face,))]
     fidelity = torch.tensor(0.5)
+    (codes_part, _), *segment_parts = graph_parts(model, kind)
     with torch.no_grad():
         quantised, *features = _CodeChoiceGraph(model)(face)
-        parts = iter(graph_parts(model, kind))
-        graphs, stream = [Graph(next(parts)[0], _CodeChoiceGraph(model), (face,))], quantised
-        for segment, (part, _) in zip(generator_segments(model), parts, strict=True):
+        graphs, stream = [Graph(codes_part, _CodeChoiceGraph(model), (face,))], quantised
+        for segment, (part, _) in zip(generator_segments(model), segment_parts, strict=True):
             piece = _GeneratorSegmentGraph(model, segment)
-            graphs.append(Graph(part, piece, (stream, *features, fidelity), segment.reduced))
+            graphs.append(Graph(part, piece, (stream, *features, fidelity)))
             stream = piece(stream, *features, fidelity)
-    assert [(g.part, g.reduced) for g in graphs] == graph_parts(model, kind)
     return graphs
 
 
